@@ -1,0 +1,214 @@
+"""train_mlm.py end to end, on a small real corpus the tests write (CPython's documentation topics)."""
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import train_mlm
+from model import BertForPreTraining
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REQUIRED_SCALARS = ["Loss/train", "Loss/train_mlm", "Loss/train_nsp", "Loss/valid", "Loss/valid_mlm",
+                    "Loss/valid_nsp", "Accuracy/train_mlm", "Accuracy/valid_mlm", "Accuracy/valid_nsp",
+                    "Perplexity/valid", "Optim/lr", "Optim/grad_norm", "Perf/tokens_per_sec", "Perf/mfu",
+                    "Perf/step_time"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """40 documents of real prose: one file per CPython documentation topic."""
+    from pydoc_data.topics import topics
+    folder = tmp_path_factory.mktemp("corpus")
+    for i, (name, text) in enumerate(sorted(topics.items())[:40]):
+        (folder / f"{i:02d}-{name}.txt").write_text(text)
+    return folder
+
+
+@pytest.fixture
+def run(corpus, tmp_path):
+    """Call train_mlm.main in-process with small settings; returns (exit code, run dir)."""
+    cache = corpus.parent / "cache"  # shared by the tests: the vocabulary and token ids are built once
+
+    def go(*extra, name="run"):
+        argv = ["--data", str(corpus), "--config", "tiny", "--hidden", "32", "--heads", "2", "--seq-len", "32",
+                "--batch-size", "4", "--vocab-size", "300", "--max-predictions", "5", "--eval-batches", "2",
+                "--cache-dir", str(cache), "--out-dir", str(tmp_path / "runs"), "--run-name", name,
+                "--no-progress", "--log-interval", "1", *extra]
+        return train_mlm.main(argv), tmp_path / "runs" / name
+    return go
+
+
+def scalars(run_dir, tag):
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    ea.Reload()
+    return {e.step: e.value for e in ea.Scalars(tag)}
+
+
+def test_end_to_end_logs_checkpoints_and_export(run, capsys):
+    transformers = pytest.importorskip("transformers")
+    code, run_dir = run("--steps", "12", "--eval-interval", "6", "--viz-interval", "6", "--save-interval", "4",
+                        "--keep-last", "2", "--warmup", "3")
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "unigram baseline" in out and "valid NSP accuracy" in out
+    assert f"tensorboard --logdir {run_dir.parent}" in out
+
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0})
+    ea.Reload()
+    tags = ea.Tags()
+    assert set(REQUIRED_SCALARS) <= set(tags["scalars"])
+    assert {"GradNorm/embeddings", "GradNorm/layer_0", "GradNorm/layer_1", "GradNorm/mlm_head"} <= set(tags["scalars"])
+    assert "Weights/bert.encoder.layer.0.attention.self.query.weight" in tags["histograms"]
+    assert "Grads/bert.encoder.layer.1.output.dense.weight" in tags["histograms"]
+    assert {"Attention/layer_0", "Attention/layer_1"} <= set(tags["images"])
+    assert [e.step for e in ea.Images("Attention/layer_0")] == [0, 6, 12]  # heat-maps over time
+    assert {"MLM/predictions/text_summary", "Run/corpus/text_summary"} <= set(tags["tensors"])
+    assert (run_dir / "projector_config.pbtxt").exists()
+    assert os.listdir(run_dir / "hparams")
+    lr = scalars(run_dir, "Optim/lr")
+    # Linear warmup over 3 steps, then linear decay towards 0 at step 12.
+    assert [lr[s] for s in (1, 2, 3, 4)] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3])
+    assert lr[12] == pytest.approx(1e-3 / 9) and all(lr[s] > lr[s + 1] for s in range(4, 12))
+    valid = scalars(run_dir, "Loss/valid")
+    assert sorted(valid) == [6, 12]
+    assert scalars(run_dir, "Perplexity/valid")[12] == pytest.approx(math.exp(scalars(run_dir, "Loss/valid_mlm")[12]), rel=1e-4)
+
+    assert sorted(os.listdir(run_dir / "checkpoints")) == ["best.pt", "step_0000008.pt", "step_0000012.pt"]
+    ckpt = torch.load(run_dir / "checkpoints" / "step_0000012.pt", weights_only=False)
+    assert {"model", "optimizer", "scheduler", "scaler", "step", "rng", "data", "config", "vocab"} <= ckpt.keys()
+    assert ckpt["step"] == 12 and ckpt["vocab"].startswith("[PAD]\n")
+
+    # The export loads in transformers and computes what our model computes.
+    final = run_dir / "final"
+    ours = BertForPreTraining.from_pretrained(str(final)).eval()
+    hf = transformers.BertForPreTraining.from_pretrained(final).eval()
+    ids = torch.randint(5, 300, (2, 10))
+    with torch.no_grad():
+        assert (ours(ids).mlm_logits - hf(ids).prediction_logits).abs().max() < 1e-5
+    assert (final / "vocab.txt").read_text() == ckpt["vocab"]
+
+
+def test_sigterm_saves_and_resume_continues_exactly(run, monkeypatch, capsys):
+    straight_code, straight = run("--steps", "8", "--eval-interval", "4", "--viz-interval", "0", name="straight")
+    assert straight_code == 0
+    expected = scalars(straight, "Loss/train")
+
+    # Same run, interrupted by SIGTERM while step 5 draws its batch: it finishes step 5, saves, exits 143.
+    calls = {"n": 0}
+    next_batch = train_mlm.PretrainingData.next_batch
+
+    def next_batch_then_sigterm(self, batch_size):
+        if self.world_size == 1 and self.seed == 1337:  # the training stream, not the eval one
+            calls["n"] += 1
+            if calls["n"] == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return next_batch(self, batch_size)
+
+    monkeypatch.setattr(train_mlm.PretrainingData, "next_batch", next_batch_then_sigterm)
+    code, split = run("--steps", "8", "--eval-interval", "4", "--viz-interval", "0", name="split")
+    assert code == 128 + signal.SIGTERM
+    assert "SIGTERM: stopped at step 5" in capsys.readouterr().err
+    assert sorted(os.listdir(split / "checkpoints"))[-1] == "step_0000005.pt"
+    monkeypatch.undo()
+
+    assert train_mlm.main(["--resume", str(split), "--no-progress"]) == 0
+    resumed = scalars(split, "Loss/train")
+    assert sorted(resumed) == list(range(1, 9))
+    for step in range(1, 9):
+        assert resumed[step] == pytest.approx(expected[step], abs=1e-6), step
+
+
+def test_nan_loss_stops_without_overwriting_checkpoints(run, monkeypatch, capsys):
+    forward = BertForPreTraining.forward
+    calls = {"n": 0}
+
+    def forward_nan_at_step_5(self, *a, **kw):
+        out = forward(self, *a, **kw)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 5:
+                return out._replace(mlm_loss=out.mlm_loss * float("nan"))
+        return out
+
+    monkeypatch.setattr(BertForPreTraining, "forward", forward_nan_at_step_5)
+    code, run_dir = run("--steps", "8", "--save-interval", "2", "--eval-interval", "2", "--viz-interval", "0")
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "loss is nan at step 5" in err
+    assert sorted(os.listdir(run_dir / "checkpoints")) == ["best.pt", "step_0000002.pt", "step_0000004.pt"]
+    assert torch.load(run_dir / "checkpoints" / "best.pt", weights_only=False)["step"] == 4
+    assert not (run_dir / "final").exists()
+
+
+def test_gradient_accumulation_matches_a_big_batch(run):
+    """Batch 8 = 2 x 4 accumulated: the same instances and the same token-weighted losses."""
+    flags = ("--steps", "3", "--dropout", "0", "--viz-interval", "0", "--eval-interval", "3")
+    code_big, big = run(*flags, "--batch-size", "8", name="big")
+    code_accum, accum = run(*flags, "--batch-size", "4", "--grad-accum", "2", name="accum")
+    assert code_big == code_accum == 0
+    big, accum = scalars(big, "Loss/train"), scalars(accum, "Loss/train")
+    for step in (1, 2, 3):
+        assert accum[step] == pytest.approx(big[step], abs=1e-5)
+
+
+def test_no_nsp_and_whole_word_masking(run):
+    code, run_dir = run("--steps", "3", "--no-nsp", "--whole-word-masking", "--viz-interval", "0",
+                        "--eval-interval", "3", name="mlm_only")
+    assert code == 0
+    ea = EventAccumulator(str(run_dir))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    assert "Loss/train_nsp" not in tags and "Accuracy/valid_nsp" not in tags
+    assert scalars(run_dir, "Loss/train") == scalars(run_dir, "Loss/train_mlm")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "0"], "--steps must be positive"),
+    (["--config", "huge"], "invalid choice: 'huge'"),
+    (["--valid-fraction", "1.5"], "--valid-fraction must be between 0 and 1"),
+])
+def test_bad_flags_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_mlm.main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_input_is_one_clear_line(run, tmp_path, capsys):
+    assert run("--data", str(tmp_path / "missing.txt"))[0] == 1
+    assert run("--vocab", str(tmp_path / "no-vocab.txt"))[0] == 1
+    assert run("--precision", "fp16", "--device", "cpu")[0] == 2
+    assert run("--hidden", "30", "--heads", "4")[0] == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err), err
+    assert "missing.txt" in err[0] and "no-vocab.txt" in err[1] and "fp16" in err[2] and "--hidden" in err[3]
+
+
+def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
+    """torchrun with 2 gloo processes of batch 4 == 1 process of batch 8 (no dropout)."""
+    common = ["--data", str(corpus), "--config", "tiny", "--hidden", "32", "--heads", "2", "--seq-len", "32",
+              "--vocab-size", "300", "--max-predictions", "5", "--eval-batches", "2", "--steps", "3",
+              "--dropout", "0", "--viz-interval", "0", "--eval-interval", "3", "--log-interval", "1",
+              "--no-progress", "--cache-dir", str(corpus.parent / "cache"), "--out-dir", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "train_mlm.py", *common, "--batch-size", "8", "--run-name", "one"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "train_mlm.py", *common, "--batch-size", "4", "--run-name", "two"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr
+    assert "4 x 1 accum x 2 processes = 8 sequences" in two.stdout
+    a, b = scalars(tmp_path / "one", "Loss/train"), scalars(tmp_path / "two", "Loss/train")
+    assert sorted(a) == sorted(b) == [1, 2, 3]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], abs=1e-4)
+    va, vb = scalars(tmp_path / "one", "Loss/valid"), scalars(tmp_path / "two", "Loss/valid")
+    assert vb[3] == pytest.approx(va[3], abs=1e-4)
