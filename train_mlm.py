@@ -525,8 +525,13 @@ def train(args) -> int:
 
     # --- signals: finish the current step, save, exit
     stop = {"signal": None}
+
     def on_signal(signum, frame):
         stop["signal"] = signum
+        if is_main:
+            print(f"\n{signal.Signals(signum).name}: finishing this step, then saving "
+                  "(Ctrl-C again quits without saving)", file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def checkpoint_state() -> dict:
