@@ -567,12 +567,15 @@ def train(args) -> int:
 
     if resume:  # last, so that nothing in the set-up draws from the restored streams
         set_rng_state(resume["rng"][rank] if distributed else resume["rng"])
+    timer = Timer()
+    t_start = time.perf_counter()
     model.train()
     window = {"loss": 0.0, "mlm": 0.0, "nsp": 0.0, "acc": 0.0, "n": 0, "time": 0.0}
     final_metrics: dict = {}
     exit_code = 0
     if is_main and args.viz_interval and step == 0:
-        log_probes(writer, raw_model, tokenizer, 0, device)
+        with timer("viz"):
+            log_probes(writer, raw_model, tokenizer, 0, device)
     while step < args.steps:
         t0 = time.perf_counter()
         micro = [to_device(train_data.next_batch(args.batch_size), device) for _ in range(args.grad_accum)]
@@ -608,7 +611,8 @@ def train(args) -> int:
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip).item()
         if is_main and args.viz_interval and (step + 1) % args.viz_interval == 0:
-            log_gradients(writer, raw_model, step + 1)  # needs the gradients: before zero_grad
+            with timer("viz"):
+                log_gradients(writer, raw_model, step + 1)  # needs the gradients: before zero_grad
         lr = scheduler.get_last_lr()[0]  # the rate this step used
         scaler.step(optimizer)
         scaler.update()
@@ -643,7 +647,8 @@ def train(args) -> int:
             progress.update(1)
 
         if step % args.eval_interval == 0 or step == args.steps:
-            final_metrics = evaluate(core, valid_data, eval_start, args, device, autocast, most_frequent)
+            with timer("eval"):
+                final_metrics = evaluate(core, valid_data, eval_start, args, device, autocast, most_frequent)
             if is_main:
                 log_eval(writer, final_metrics, step)
             if final_metrics["loss"] < best_valid:
@@ -652,7 +657,8 @@ def train(args) -> int:
                 if is_main:
                     save("best.pt", state)
         if is_main and args.viz_interval and step % args.viz_interval == 0:
-            log_probes(writer, raw_model, tokenizer, step, device)
+            with timer("viz"):
+                log_probes(writer, raw_model, tokenizer, step, device)
 
         stopping = torch.tensor([stop["signal"] or 0], device=device)
         if distributed:  # every rank stops at the same step
@@ -681,8 +687,9 @@ def train(args) -> int:
                             "seq_len": args.seq_len, "steps": args.steps, "vocab_size": config.vocab_size,
                             "nsp": not args.no_nsp, "wwm": args.whole_word_masking, "precision": args.precision},
                            {f"hparam/{k}": v for k, v in final_metrics.items()}, name="hparams")
-        log_embeddings(writer, raw_model, tokenizer, step)
-        print_summary(final_metrics, run_dir, export_dir, args)
+        with timer("viz"):
+            log_embeddings(writer, raw_model, tokenizer, step)
+        print_summary(final_metrics, run_dir, export_dir, args, timer.seconds, time.perf_counter() - t_start)
     if writer:
         writer.close()
     if distributed:
@@ -708,8 +715,23 @@ def log_embeddings(writer, model, tokenizer, step: int, n: int = 2000) -> None:
                          global_step=step, tag="token_embeddings")
 
 
-def print_summary(m: dict, run_dir: str, export_dir: str, args) -> None:
+class Timer:
+    """Wall time per activity, to report what evaluation and visualisation cost next to training."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {"eval": 0.0, "viz": 0.0}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] += time.perf_counter() - t0
+
+
+def print_summary(m: dict, run_dir: str, export_dir: str, args, seconds: dict, total: float) -> None:
     print("\n" + "-" * 64)
+    print(f"{total:.0f}s: {total - seconds['eval'] - seconds['viz']:.0f}s training, {seconds['eval']:.0f}s "
+          f"evaluation, {seconds['viz']:.1f}s TensorBoard visualisation ({seconds['viz'] / total:.1%})")
     print(f"valid MLM loss {m['mlm_loss']:.4f} (perplexity {m['perplexity']:.1f}), "
           f"MLM accuracy {m['mlm_acc']:.2%} vs {m['unigram_acc']:.2%} for the unigram baseline "
           "(always the most frequent token)")
