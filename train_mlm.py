@@ -445,8 +445,17 @@ def train(args) -> int:
         raise UsageError(f"--precision fp16 needs CUDA (device is {device}); use bf16 or fp32")
     resume = load_checkpoint(find_checkpoint(args.resume)) if args.resume else None
     if resume:  # the run's own settings, except those given now (e.g. more --steps, another --device)
-        given = {k: getattr(args, k) for k in args.given}
-        vars(args).update(resume["args"], **given)
+        vars(args).update(resume["args"], **{k: getattr(args, k) for k in args.given})
+    args.run_name = args.run_name or time.strftime("%Y%m%d-%H%M%S-") + args.config
+    run_dir = os.path.join(args.out_dir, args.run_name)
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    if resume and not args.vocab:  # the vocabulary the run was trained with, whatever the cache holds now
+        args.vocab = os.path.join(run_dir, "vocab.txt")
+        if is_main:
+            os.makedirs(run_dir, exist_ok=True)
+            atomic_write(args.vocab, lambda f: f.write(resume["vocab"].encode()))
+        if distributed:
+            dist.barrier()
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -491,10 +500,6 @@ def train(args) -> int:
         model = core
 
     # --- run folder, TensorBoard
-    run_name = args.run_name or time.strftime("%Y%m%d-%H%M%S-") + args.config
-    args.run_name = run_name
-    run_dir = os.path.join(args.out_dir, run_name)
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
     writer = None
     if is_main:
         from tensorboardX import SummaryWriter
@@ -503,7 +508,8 @@ def train(args) -> int:
         writer = SummaryWriter(run_dir, purge_step=step + 1 if resume else None)
         if not resume:
             writer.add_custom_scalars(custom_scalars_layout())
-            writer.add_text("Run/args", "\n".join(f"    {k} = {v}" for k, v in sorted(vars(args).items())), 0)
+            writer.add_text("Run/args", "\n".join(f"    {k} = {v}" for k, v in sorted(vars(args).items())
+                                                  if k != "given"), 0)
             writer.add_text("Run/corpus", "    " + json.dumps(corpus_info, indent=1).replace("\n", "\n    "), 0)
             with open(os.path.join(run_dir, "corpus.json"), "w") as f:
                 json.dump(corpus_info, f, indent=1)
@@ -543,7 +549,8 @@ def train(args) -> int:
         return {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "data": train_data.state_dict(), "step": step, "rng": rng, "best_valid_loss": best_valid,
-                "config": asdict(config), "args": vars(args), "corpus": corpus_info,
+                "config": asdict(config), "args": {k: v for k, v in vars(args).items() if k != "given"},
+                "corpus": corpus_info,
                 "vocab": open(vocab_file, encoding="utf-8").read()}
 
     def save(name: str, state: dict) -> str:
