@@ -43,7 +43,7 @@ PROBES = [
     "If the file does not exist , an [MASK] is raised .",
     "This module provides access to the [MASK] used or maintained by the interpreter.",
 ]
-ATTENTION_PROBE = "The quick brown fox jumps over the lazy dog because it wants to see the river."
+ATTENTION_PROBE = "If the file does not exist, the function raises an error and returns nothing."
 
 
 class UsageError(ValueError):
@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model")
-    g.add_argument("--config", default="mini", choices=list(PRESETS),
-                   help="model size preset (Turc et al. 2019 compact BERTs, and base/large)")
+    g.add_argument("--config", default="tiny", choices=list(PRESETS),
+                   help="model size preset (Turc et al. 2019 compact BERTs, and base/large); tiny keeps "
+                        "1000 steps within minutes on a laptop CPU")
     g.add_argument("--layers", type=int, help="override the preset's number of encoder layers")
     g.add_argument("--hidden", type=int, help="override the preset's hidden size (intermediate = 4x)")
     g.add_argument("--heads", type=int, help="override the preset's number of attention heads")
