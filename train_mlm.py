@@ -230,9 +230,11 @@ def lr_lambda(warmup_steps: int, total_steps: int):
 def measure_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
     """The device's achievable matmul FLOP/s, measured: MFU is then relative to this machine."""
     n = 2048 if device.type == "cpu" else 8192
-    a = torch.randn(n, n, device=device, dtype=dtype)
+    # Its own generator: measuring must not move the training RNG streams.
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=torch.Generator(device).manual_seed(0))
+    a @ a  # warm-up: thread pools, kernels, caches
     best = math.inf
-    for _ in range(4):
+    for _ in range(5):
         sync(device)
         t0 = time.perf_counter()
         a @ a
@@ -657,6 +659,8 @@ def train(args) -> int:
         if step % args.eval_interval == 0 or step == args.steps:
             with timer("eval"):
                 final_metrics = evaluate(core, valid_data, eval_start, args, device, autocast, most_frequent)
+                # Re-measured at every eval, keeping the best: one measurement on a busy machine is low.
+                peak = max(peak, measure_peak_flops(device, dtype))
             if is_main:
                 log_eval(writer, final_metrics, step)
             if final_metrics["loss"] < best_valid:
