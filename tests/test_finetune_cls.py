@@ -1,0 +1,407 @@
+"""finetune_cls.py: metrics, the training loop end to end on tiny data, TensorBoard output, the saved
+model (also loaded by transformers), predict, GLUE download and caching, the docsource splits, and
+every bad input the issue lists. Tiny models and data built here: the whole file runs in seconds."""
+
+import functools
+import hashlib
+import http.server
+import io
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+import finetune_cls
+from finetune_cls import classification_metrics, confusion_image, confusion_matrix, main
+from model import BertConfig, BertForPreTraining
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POSITIVE = ["good", "great", "fine", "lovely", "nice"]
+NEGATIVE = ["bad", "awful", "poor", "ugly", "sad"]
+FILLER = ["the", "movie", "was", "really", "quite", "and", "plot", "acting", "a", "story", "this", "film"]
+WORDS = POSITIVE + NEGATIVE + FILLER + ["is", "what", "question", "answer"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy CI machine OpenMP threads spin-wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def sentence(rng, label):
+    words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def write_tsv(path, rows, header=("sentence", "label")):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\t".join(header) + "\n" + "".join("\t".join(r) + "\n" for r in rows))
+    return str(path)
+
+
+def toy_rows(n, seed):
+    rng = random.Random(seed)
+    return [(sentence(rng, label), label) for label in ("pos", "neg") * (n // 2)]
+
+
+def write_vocab(path):
+    chars = "abcdefghijklmnopqrstuvwxyz"
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars), *WORDS]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(tokens) + "\n")
+    return len(tokens)
+
+
+def tiny_config(vocab_size):
+    return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64)
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A pretrained tiny BERT as train_mlm.py exports it (runs/pre/final), toy TSV files, and the
+    flags that keep every run inside tmp_path."""
+    final = tmp_path / "runs" / "pre" / "final"
+    final.mkdir(parents=True)
+    n = write_vocab(tmp_path / "vocab.txt")
+    torch.manual_seed(0)
+    BertForPreTraining(tiny_config(n)).save_pretrained(str(final), vocab_file=str(tmp_path / "vocab.txt"))
+    (final / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    files = {split: write_tsv(tmp_path / f"{split}.tsv", toy_rows(n_rows, seed))
+             for split, n_rows, seed in (("train", 64, 0), ("valid", 24, 1), ("test", 24, 2))}
+    flags = ["--out-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
+             "--batch-size", "8", "--log-interval", "2", "--no-progress"]
+    return tmp_path, files, flags
+
+
+def run_dirs(tmp_path):
+    return sorted(p for p in (tmp_path / "runs").iterdir() if p.name.startswith("cls-"))
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_metrics_match_hand_computed_values():
+    y_true = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    y_pred = np.array([0, 0, 1, 1, 2, 2, 2, 2, 0])
+    cm = confusion_matrix(y_true, y_pred, 3)
+    assert cm.tolist() == [[2, 1, 0], [0, 1, 1], [1, 0, 3]]
+    m = classification_metrics(cm)
+    assert m["acc"] == pytest.approx(6 / 9)
+    # per-class F1 = 2tp / (support + predicted): 4/6, 2/4, 6/8
+    assert m["f1"] == pytest.approx((4 / 6 + 2 / 4 + 6 / 8) / 3)
+    # Gorodkin's R_K: (c*s - sum p_k t_k) / sqrt((s^2 - sum p_k^2)(s^2 - sum t_k^2)),
+    # c=6, s=9, t=(3,2,4), p=(3,2,4): (54 - 29) / (81 - 29)
+    assert m["mcc"] == pytest.approx(25 / 52)
+
+
+def test_binary_mcc_is_the_textbook_formula_and_degenerate_cases_are_zero():
+    tp, fn, fp, tn = 5, 2, 1, 7
+    cm = np.array([[tn, fp], [fn, tp]])
+    expected = (tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert classification_metrics(cm)["mcc"] == pytest.approx(expected)
+    constant = classification_metrics(np.array([[4, 0], [3, 0]]))  # always predicts class 0
+    assert constant["mcc"] == 0.0 and constant["acc"] == pytest.approx(4 / 7)
+    # a class absent from labels and predictions does not drag macro-F1 down
+    assert classification_metrics(np.array([[2, 0, 0], [0, 2, 0], [0, 0, 0]]))["f1"] == 1.0
+
+
+def test_confusion_image_is_an_hwc_heat_map():
+    img = confusion_image(np.array([[5, 0], [1, 4]]), cell=10)
+    assert img.shape == (20, 20, 3) and img.dtype == np.uint8
+    assert img[5, 5].tolist() == [8, 48, 107]  # the whole row: darkest
+    assert img[5, 15].tolist() == [255, 255, 255]  # nothing: white
+
+
+# ----------------------------------------------------------------------------- training end to end
+
+
+def test_finetune_from_newest_pretraining_run_logs_saves_and_predicts(env, capsys):
+    tmp_path, files, flags = env
+    assert main([*flags, "--train", files["train"], "--valid", files["valid"], "--test", files["test"],
+                 "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"init: {tmp_path / 'runs' / 'pre' / 'final'}" in out
+    epochs = re.findall(r"^Epoch (\d+): Train Loss = \d+\.\d{4}, Valid Loss = \d+\.\d{4}, Valid Acc = \d\.\d{4}$",
+                        out, re.M)
+    assert epochs == ["1", "2"]
+    assert "test set (24 examples)" in out and "MCC" in out
+
+    (run,) = run_dirs(tmp_path)
+    model_dir = run / "model"
+    assert {p.name for p in model_dir.iterdir()} == {"config.json", "model.safetensors", "vocab.txt",
+                                                   "tokenizer_config.json", "labels.json"}
+    assert json.loads((model_dir / "labels.json").read_text()) == {"labels": ["neg", "pos"]}
+    assert json.loads((model_dir / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
+    results = json.loads((run / "results.json").read_text())
+    assert results["split"] == "test" and np.array(results["confusion_matrix"]).sum() == 24
+    assert len(results["history"]) == 2 and -1 <= results["mcc"] <= 1
+    assert not (tmp_path / "runs" / "pre" / "final" / "labels.json").exists()  # never confused with pretraining
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ea = EventAccumulator(str(run), size_guidance={"tensors": 0, "scalars": 0, "images": 0})
+    ea.Reload()
+    tags = ea.Tags()
+    for tag in ("Loss/train", "Loss/valid", "Accuracy/valid", "Optim/lr", "Optim/grad_norm", "F1/valid",
+                "Perf/samples_per_sec"):
+        assert tag in tags["scalars"], tag
+    assert len(ea.Scalars("Accuracy/valid")) == 2
+    assert {"PR/neg", "PR/pos"} <= set(tags["tensors"])
+    assert "Confusion/valid" in tags["images"]
+    assert any(t.startswith("Misclassified/valid") for t in tags["tensors"])
+    projector = (run / "projector_config.pbtxt").read_text()
+    assert "CLS/valid" in projector
+    meta = next(run.glob("*/CLS*/metadata.tsv")).read_text().splitlines()
+    assert meta[0] == "label\tpredicted\ttext" and len(meta) == 25
+    hp = EventAccumulator(str(run / "hparams"))
+    hp.Reload()
+    assert "hparam/test_acc" in hp.Tags()["scalars"]
+
+    # predict: arguments and a file, plain and JSON
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the movie was good\n\nthe film was awful\n")
+    assert main(["predict", "--model", str(model_dir), "a lovely story", "--file", str(texts)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    for line, text in zip(lines, ["a lovely story", "the movie was good", "the film was awful"]):
+        label, p, echoed = line.split("\t")
+        assert label in ("neg", "pos") and 0.5 <= float(p) <= 1 and echoed == text
+    assert main(["predict", "--model", str(run), "--json", "a sad plot"]) == 0  # the run folder works too
+    record = json.loads(capsys.readouterr().out)
+    assert set(record["probabilities"]) == {"neg", "pos"}
+    assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+
+
+def test_finetuning_learns_a_separable_task(env, capsys):
+    tmp_path, files, flags = env
+    train = write_tsv(tmp_path / "big.tsv", toy_rows(160, 3))
+    assert main([*flags, "--train", train, "--valid", files["valid"], "--epochs", "4", "--lr", "2e-3",
+                 "--patience", "2", "--metric", "f1"]) == 0
+    results = json.loads((run_dirs(tmp_path)[0] / "results.json").read_text())
+    assert results["split"] == "valid"  # no --test: reported on valid, and said so
+    assert "no test set" in capsys.readouterr().out
+    assert results["acc"] >= 0.9, results
+
+
+def test_sentence_pairs_jsonl_scratch_bf16_and_pad_to_max_length(env, capsys):
+    tmp_path, _, flags = env
+    rng = random.Random(0)
+    rows = [{"question": sentence(rng, label), "answer": " ".join(rng.sample(FILLER, 3)), "y": label}
+            for label in ("a", "b", "c") * 6]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["--train", str(path), "--text-columns", "question,answer", "--label-column", "y",
+                 "--init", "scratch", "--config", "tiny", "--max-length", "16", "--pad-to-max-length",
+                 "--precision", "bf16", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "3 classes (a, b, c)" in out and f"the vocabulary of {tmp_path / 'runs' / 'pre' / 'final'}" in out
+
+
+def test_scratch_without_any_pretraining_run_trains_a_vocabulary(tmp_path, capsys):
+    train = write_tsv(tmp_path / "train.tsv", toy_rows(40, 0))
+    assert main(["--train", train, "--out-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+                 "--config", "tiny", "--epochs", "1", "--vocab-size", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "no train_mlm.py checkpoint" in out and "WordPiece vocabulary trained on the train split" in out
+    (run,) = run_dirs(tmp_path)
+    vocab = (run / "model" / "vocab.txt").read_text().split()
+    assert 50 < len(vocab) <= 200 and "[CLS]" in vocab
+
+
+def test_hugging_face_checkpoint_in_and_out(env, capsys):
+    """--init a directory written by transformers; the saved classifier loads in transformers with the
+    same outputs."""
+    transformers = pytest.importorskip("transformers")
+    tmp_path, files, flags = env
+    hf_dir = tmp_path / "hf-bert"
+    cfg = transformers.BertConfig(vocab_size=write_vocab(tmp_path / "vocab.txt"), hidden_size=32,
+                                  num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                  max_position_embeddings=64)
+    transformers.BertForMaskedLM(cfg).save_pretrained(hf_dir)
+    (hf_dir / "vocab.txt").write_text((tmp_path / "vocab.txt").read_text())  # no tokenizer_config.json
+    assert main(["--train", files["train"], "--init", str(hf_dir), *flags]) == 0
+    assert f"init: {hf_dir}" in capsys.readouterr().out
+    model_dir = run_dirs(tmp_path)[0] / "model"
+    theirs = transformers.BertForSequenceClassification.from_pretrained(model_dir).eval()
+    ours = finetune_cls.BertForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    ids = torch.tensor([[2, 60, 61, 62, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids)[1], theirs(ids).logits, atol=1e-5, rtol=1e-4)
+    assert theirs.config.id2label == {0: "neg", 1: "pos"}
+
+
+# ----------------------------------------------------------------------------- the embedded task
+
+
+def test_docsource_splits_by_document_balanced_and_deduplicated(tmp_path, monkeypatch):
+    sources = ["python_docs", "stdlib", "torch", "numpy"]
+    documents, info = [], {"sources": {}}
+    for s in sources:
+        docs = [[f"{s} document {d} has sentence number {i} in it." for i in range(d % 3 + 2)] for d in range(12)]
+        docs[0].append("This boilerplate sentence appears in every single source.")
+        documents += docs
+        info["sources"][s] = {"documents": len(docs)}
+    monkeypatch.setattr(finetune_cls, "default_corpus", lambda cache_dir: (documents, info))
+    monkeypatch.setattr(finetune_cls, "DOCSOURCE_SIZES", {"train": 6, "valid": 3, "test": 3})
+    task = finetune_cls.docsource_task(str(tmp_path))
+    for split, n in (("train", 6), ("valid", 3), ("test", 3)):
+        examples = getattr(task, split)
+        counts = {label: sum(e.label == label for e in examples) for label in finetune_cls.DOCSOURCE_LABELS.values()}
+        assert set(counts.values()) == {n}, (split, counts)
+    doc_of = lambda e: e.text_a.split(" has ")[0]
+    split_docs = {split: {doc_of(e) for e in getattr(task, split)} for split in ("train", "valid", "test")}
+    assert not split_docs["train"] & split_docs["test"] and not split_docs["train"] & split_docs["valid"]
+    assert not split_docs["valid"] & split_docs["test"]
+    assert not any("boilerplate" in e.text_a for e in task.train + task.valid + task.test)
+    assert all(e.label.replace("-", "").isalpha() for e in task.train)  # the source names, e.g. pytorch
+    assert finetune_cls.docsource_task(str(tmp_path)).test == task.test  # deterministic
+
+
+# ----------------------------------------------------------------------------- GLUE download
+
+
+def make_sst2_zip(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("SST-2/train.tsv", "sentence\tlabel\n" + "".join(
+            f"{s}\t{1 if label == 'pos' else 0}\n" for s, label in toy_rows(40, 5)))
+        z.writestr("SST-2/dev.tsv", "sentence\tlabel\n" + "".join(
+            f"{s}\t{1 if label == 'pos' else 0}\n" for s, label in toy_rows(10, 6)))
+        z.writestr("SST-2/test.tsv", "index\tsentence\n0\tno labels here\n")
+    serve = tmp_path / "serve"
+    serve.mkdir()
+    (serve / "SST-2.zip").write_bytes(buf.getvalue())
+    return serve, hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+@pytest.fixture
+def glue_server(tmp_path):
+    serve, sha = make_sst2_zip(tmp_path)
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(serve)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", sha, requests
+    server.shutdown()
+
+
+def test_glue_downloads_once_verifies_and_uses_official_splits(env, glue_server, capsys):
+    tmp_path, _, flags = env
+    url, sha, requests = glue_server
+    args = ["--task", "sst2", "--glue-url", url, "--glue-sha256", sha, *flags]
+    assert main(args) == 0
+    assert requests == ["/SST-2.zip"]
+    out = capsys.readouterr().out
+    assert "36 train, 4 valid, 10 test examples" in out  # valid held out of train; dev is the test set
+    assert "test set (10 examples)" in out
+    cached = tmp_path / "cache" / "glue" / "SST-2"
+    assert sorted(os.listdir(cached)) == ["dev.tsv", "train.tsv"]
+    assert main(args) == 0  # cached: no second download
+    assert requests == ["/SST-2.zip"]
+    assert os.listdir(tmp_path / "cache" / "glue") == ["SST-2"]  # no temp files left
+
+
+def test_glue_checksum_mismatch_caches_nothing(env, glue_server, capsys):
+    tmp_path, _, flags = env
+    url, sha, requests = glue_server
+    assert main(["--task", "sst2", "--glue-url", url, "--glue-sha256", "0" * 64, *flags]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("downloading ") and len(err) == 2
+    assert err[1].startswith("error: ") and "does not match" in err[1] and "nothing was cached" in err[1]
+    assert os.listdir(tmp_path / "cache" / "glue") == []
+    assert run_dirs(tmp_path) == []
+    # without any checksum the download is refused before it starts
+    assert main(["--task", "sst2", "--glue-url", url, *flags]) == 1
+    assert "--glue-sha256" in capsys.readouterr().err and requests == ["/SST-2.zip"]
+
+
+def test_glue_file_url_and_headerless_cola(tmp_path):
+    buf = io.BytesIO()
+    rows = "".join(f"src\t{i % 2}\t\tsentence number {i} is here .\n" for i in range(12))
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("CoLA/train.tsv", rows)
+        z.writestr("CoLA/dev.tsv", rows)
+    (tmp_path / "CoLA.zip").write_bytes(buf.getvalue())
+    train, dev = finetune_cls.glue_files("cola", str(tmp_path / "cache"), (tmp_path.as_uri()),
+                                         hashlib.sha256(buf.getvalue()).hexdigest())
+    examples = finetune_cls.read_classification_file(train, label_column="label")
+    assert len(examples) == 12 and examples[3].text_a == "sentence number 3 is here ." and examples[3].label == "1"
+    assert finetune_cls.GLUE_TASKS["cola"].metric == "mcc"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def expect_error(capsys, argv, *fragments, code=1):
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+def test_bad_input_is_one_clear_line_and_writes_nothing(env, capsys):
+    tmp_path, files, flags = env
+    expect_error(capsys, ["--train", str(tmp_path / "nope.tsv"), *flags], "nope.tsv: no such file")
+    empty = write_tsv(tmp_path / "empty.tsv", [])
+    expect_error(capsys, ["--train", files["train"], "--valid", empty, *flags], "empty.tsv", "no examples")
+    unseen = write_tsv(tmp_path / "unseen.tsv", toy_rows(4, 0) + [("the plot was fine", "neutral")])
+    expect_error(capsys, ["--train", files["train"], "--test", unseen, *flags],
+                 "unseen.tsv:6", "unknown label 'neutral'")
+    expect_error(capsys, ["--train", files["train"], "--init", str(tmp_path / "missing"), *flags],
+                 "missing: not a checkpoint directory")
+    # a vocabulary that does not belong to the checkpoint: both files named
+    bad = tmp_path / "bad-ckpt"
+    bad.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bad / name).write_bytes((tmp_path / "runs" / "pre" / "final" / name).read_bytes())
+    (bad / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\n")
+    expect_error(capsys, ["--train", files["train"], "--init", str(bad), *flags],
+                 f"{bad / 'config.json'} has vocab_size", f"{bad / 'vocab.txt'} has 6 tokens")
+    expect_error(capsys, ["--train", files["train"], "--precision", "fp16", "--device", "cpu", *flags], "fp16")
+    expect_error(capsys, ["--train", files["train"], "--vocab", str(tmp_path / "vocab.txt"), *flags],
+                 "--vocab is for --init scratch")
+    expect_error(capsys, ["--train", files["train"], "--init", "scratch", "--vocab", str(tmp_path / "v.txt"), *flags],
+                 "v.txt: no such file")
+    assert run_dirs(tmp_path) == []  # no run folder for a failed run
+
+    # an existing run is never overwritten
+    (tmp_path / "runs" / "cls-mine").mkdir()
+    (tmp_path / "runs" / "cls-mine" / "keep.txt").write_text("precious")
+    expect_error(capsys, ["--train", files["train"], "--run-name", "cls-mine", *flags], "exists")
+    assert (tmp_path / "runs" / "cls-mine" / "keep.txt").read_text() == "precious"
+
+    with pytest.raises(SystemExit) as e:  # argparse: its own message, exit code 2
+        main(["--task", "imdb", *flags])
+    assert e.value.code == 2 and "invalid choice: 'imdb'" in capsys.readouterr().err
+    expect_error(capsys, ["predict", "--model", str(tmp_path / "runs" / "pre" / "final"), "hi"], "labels.json")
+
+
+def test_command_line_exit_code_and_help(capsys):
+    missing = subprocess.run([sys.executable, "finetune_cls.py", "--train", "/nonexistent/train.tsv"],
+                             cwd=REPO, capture_output=True, text=True)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: /nonexistent/train.tsv: no such file"
+    for argv, flags in ((["--help"], ("--task", "--train", "--init", "--epochs", "--lr", "--patience", "--metric",
+                                      "--precision", "--device", "--glue-sha256", "--pad-to-max-length", "predict")),
+                        (["predict", "--help"], ("--model", "--file", "--json"))):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        usage = capsys.readouterr().out
+        assert e.value.code == 0 and all(flag in usage for flag in flags)
