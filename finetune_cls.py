@@ -318,6 +318,19 @@ def scratch_vocab(args, task: Task) -> tuple[BertTokenizer, str]:
     return BertTokenizer(vocab_file), f"a {args.vocab_size}-token WordPiece vocabulary trained on the train split"
 
 
+def scratch_config(args, vocab_size: int, id2label: dict[int, str]) -> tuple[BertConfig, str]:
+    """The random-init baseline's size: --config, else the newest pretraining run's (so that the two
+    differ only in the weights), else train_mlm.py's default, tiny."""
+    pretrained = None if args.config else newest_pretrained(args.out_dir)
+    if pretrained:
+        with open(os.path.join(pretrained, "config.json"), encoding="utf-8") as f:
+            hf_config = json.load(f)
+        config = BertConfig.from_hf_dict({**hf_config, "vocab_size": vocab_size, "id2label": id2label})
+        return config, f"the size of {pretrained}"
+    name = args.config or "tiny"
+    return BertConfig.from_preset(name, vocab_size=vocab_size, id2label=id2label), f"the '{name}' preset"
+
+
 def build_model(args, task: Task, labels: LabelMap) -> tuple[BertForSequenceClassification, BertTokenizer, str, str]:
     """(model, tokenizer, the checkpoint directory or 'scratch', a note on where the weights and
     vocabulary come from)."""
@@ -327,13 +340,13 @@ def build_model(args, task: Task, labels: LabelMap) -> tuple[BertForSequenceClas
         init = newest_pretrained(args.out_dir)
         if init is None:
             print(f"no train_mlm.py checkpoint under {args.out_dir}/ (no */final/config.json): fine-tuning a "
-                  f"randomly initialised '{args.config}' BERT instead, as --init scratch would; pretrain one "
+                  f"randomly initialised '{args.config or 'tiny'}' BERT instead, as --init scratch would; pretrain one "
                   "with `python train_mlm.py` to measure transfer learning")
             init = "scratch"
     if init == "scratch":
         tokenizer, vocab_note = scratch_vocab(args, task)
-        config = BertConfig.from_preset(args.config, vocab_size=len(tokenizer), id2label=id2label)
-        return BertForSequenceClassification(config), tokenizer, init, f"random init ('{args.config}'), {vocab_note}"
+        config, size_note = scratch_config(args, len(tokenizer), id2label)
+        return BertForSequenceClassification(config), tokenizer, init, f"random init ({size_note}), {vocab_note}"
     model_dir = checkpoint_dir(init)
     tokenizer = load_tokenizer(model_dir)
     check_vocab(model_dir, tokenizer)
@@ -717,7 +730,8 @@ def train_parser() -> argparse.ArgumentParser:
                    help="a Hugging Face BERT directory (config.json + weights + vocab.txt), a train_mlm.py run "
                         "directory (its final/), or 'scratch' for random weights (default: the newest "
                         "runs/*/final of train_mlm.py, else scratch)")
-    g.add_argument("--config", default="mini", choices=list(PRESETS), help="model size for --init scratch")
+    g.add_argument("--config", choices=list(PRESETS),
+                   help="model size for --init scratch (default: the newest train_mlm.py run's size, else tiny)")
     g.add_argument("--vocab", metavar="FILE", help="vocab.txt for --init scratch (default: the newest "
                    "train_mlm.py run's, else one trained on the train split)")
     g.add_argument("--vocab-size", type=int, default=8192,

@@ -405,3 +405,13 @@ def test_command_line_exit_code_and_help(capsys):
             main(argv)
         usage = capsys.readouterr().out
         assert e.value.code == 0 and all(flag in usage for flag in flags)
+
+
+def test_scratch_baseline_takes_the_size_of_the_newest_pretraining_run(env, capsys):
+    """Without --config the baseline differs from the pretrained model only in its weights."""
+    tmp_path, files, flags = env
+    assert main(["--train", files["train"], "--init", "scratch", *flags]) == 0
+    assert f"the size of {tmp_path / 'runs' / 'pre' / 'final'}" in capsys.readouterr().out
+    (run,) = run_dirs(tmp_path)
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]) == (32, 2, 64)
