@@ -1,0 +1,151 @@
+"""One full pretraining step (forward, backward, AdamW) in tokens/s, against transformers.
+
+Batch 32 x 128 tokens, 20 masked-LM slots, some padding, the NSP head, dropout on. Ours runs with its
+best settings (masked-position MLM head, SDPA, fused AdamW); transformers' BertForPreTraining runs as a
+user would write it (default attention, labels with -100 at unmasked positions, default AdamW), from
+the identical config. Each of our cases runs right after the matching transformers case and records
+the speed ratio; MFU counts the useful FLOPs (the MLM decoder at the masked positions only) against
+the matmul peak measured on this machine.
+"""
+
+import time
+
+import pytest
+import torch
+
+from bench_common import (DEVICES, best, hf_pretraining_batch, peak_flops, pretraining_batch,
+                          smoke_only, supports_bf16, sync)
+from model import BertConfig, BertForPreTraining, pretraining_flops_per_sequence
+
+BATCH, SEQ, PREDICTIONS = 32, 128, 20
+ROUNDS = {"tiny": 5, "mini": 3, "small": 2, "base": 5}  # base runs on GPUs, where a step is short
+
+
+def make_model(impl: str, config: BertConfig, device: str):
+    if impl == "ours":
+        return BertForPreTraining(config).to(device).train()
+    transformers = pytest.importorskip("transformers", reason="transformers is the reference; not installed")
+    return transformers.BertForPreTraining(transformers.BertConfig(**config.to_hf_dict())).to(device).train()
+
+
+def make_optimizer(impl: str, model, device: str):
+    if impl == "ours":  # one fused kernel over all parameters instead of a loop of small ops
+        return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    return torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+
+def train_step(model, optimizer, batch, precision, device, phases=None):
+    """A step; with phases (a dict of lists) it also records where the time goes. That costs two
+    clock reads on CPU; on CUDA it would need syncs that change what is measured, so it is CPU only."""
+    def step():
+        t0 = time.perf_counter()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(**batch).loss
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync(device)
+        if phases is not None:
+            for name, seconds in zip(("forward", "backward", "optimizer"), (t1 - t0, t2 - t1, time.perf_counter() - t2)):
+                phases[name].append(seconds)
+    return step
+
+
+CASES = [(preset, vocab, precision, impl)
+         for preset in ("tiny", "mini", "small", "base")
+         for vocab in (30522, 8192)
+         for precision in ("fp32", "bf16")
+         for impl in ("hf", "ours")]  # ours right after the reference it is compared with
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("preset,vocab,precision,impl", CASES, ids=["-".join(map(str, c)) for c in CASES])
+def test_pretraining_step(benchmark, request, measured, large, preset, vocab, precision, impl, device):
+    if preset == "base" and device == "cpu" and not large:
+        pytest.skip("base on CPU takes minutes per case: --bench-large")
+    if precision == "bf16" and not supports_bf16(device):
+        pytest.skip(f"no bf16 on this {device}")
+    if preset != "tiny" or vocab != 8192:
+        smoke_only(request, "presets above tiny and vocab 30522")
+    config = BertConfig.from_preset(preset, vocab_size=vocab)
+    torch.manual_seed(0)
+    model = make_model(impl, config, device)
+    optimizer = make_optimizer(impl, model, device)
+    batch = pretraining_batch(BATCH, SEQ, PREDICTIONS, vocab, device)
+    if impl == "hf":
+        batch = hf_pretraining_batch(batch)
+    phases = {"forward": [], "backward": [], "optimizer": []} if device == "cpu" else None
+
+    benchmark.group = "pretraining"
+    benchmark.pedantic(train_step(model, optimizer, batch, precision, device, phases),
+                       rounds=ROUNDS[preset], warmup_rounds=1)
+    seconds = best(benchmark)
+    if seconds is None:
+        return
+    flops = pretraining_flops_per_sequence(config, SEQ, PREDICTIONS) * BATCH
+    key = ("pretraining", device, preset, vocab, precision)
+    peak = peak_flops(device, precision)
+    info = dict(device=device, preset=preset, vocab=vocab, precision=precision, impl=impl,
+                tokens_per_s=BATCH * SEQ / seconds, mfu=flops / seconds / peak, peak_tflops=peak / 1e12)
+    if phases:
+        info.update({f"{name}_ms": 1e3 * min(times) for name, times in phases.items()})
+    if impl == "hf":
+        measured[key] = seconds
+    elif key in measured:
+        info["speedup_vs_hf"] = measured[key] / seconds
+    benchmark.extra_info.update(info)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["default", "fused"])
+def test_adamw_step(benchmark, kind, device):
+    """The optimizer alone, on the parameters of mini/30522: the default (foreach) AdamW against
+    the fused kernel."""
+    model = BertForPreTraining(BertConfig.from_preset("mini")).to(device)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=kind == "fused" or None)
+
+    def step():
+        optimizer.step()
+        sync(device)
+
+    benchmark.group = "adamw"
+    benchmark.pedantic(step, rounds=20, warmup_rounds=2)
+    seconds = best(benchmark)
+    if seconds is not None:
+        benchmark.extra_info.update(device=device, kind=kind, ms=1e3 * seconds)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_pretraining_step_compiled(benchmark, measured, large, precision, device):
+    """Our mini/30522 step again with torch.compile on the model. Compiling takes minutes on a small
+    CPU, so only with --bench-large; the ratio is against the transformers case of the same run."""
+    if not large:
+        pytest.skip("torch.compile takes minutes to compile: --bench-large")
+    if precision == "bf16" and not supports_bf16(device):
+        pytest.skip(f"no bf16 on this {device}")
+    config = BertConfig.from_preset("mini", vocab_size=30522)
+    torch.manual_seed(0)
+    model = make_model("ours", config, device)
+    optimizer = make_optimizer("ours", model, device)
+    step = train_step(torch.compile(model), optimizer, pretraining_batch(BATCH, SEQ, PREDICTIONS, 30522, device),
+                      precision, device)
+    step()  # compiles: not part of the timing
+
+    benchmark.group = "pretraining-compiled"
+    benchmark.pedantic(step, rounds=ROUNDS["mini"], warmup_rounds=1)
+    seconds = best(benchmark)
+    if seconds is None:
+        return
+    info = dict(device=device, preset="mini", vocab=30522, precision=precision, impl="ours+compile",
+                tokens_per_s=BATCH * SEQ / seconds,
+                mfu=pretraining_flops_per_sequence(config, SEQ, PREDICTIONS) * BATCH / seconds
+                / peak_flops(device, precision))
+    key = ("pretraining", device, "mini", 30522, precision)
+    if key in measured:
+        info["speedup_vs_hf"] = measured[key] / seconds
+    benchmark.extra_info.update(info)
