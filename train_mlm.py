@@ -380,13 +380,15 @@ def log_gradients(writer, model, step: int) -> None:
 
 
 def heatmap(probs: np.ndarray, cell: int = 8) -> np.ndarray:
-    """(heads, T, T) probabilities -> one HWC uint8 image, heads side by side, white -> dark blue."""
+    """(heads, T, T) probabilities -> one HWC uint8 image, heads side by side, white -> dark blue.
+    Each row (query) is scaled by its own maximum: one token soaking up attention ([CLS], [SEP])
+    would otherwise wash out every other pattern."""
     heads, T, _ = probs.shape
     gap = 4
     img = np.full((T * cell, heads * (T * cell + gap) - gap, 3), 255, dtype=np.uint8)
     low, high = np.array([255, 255, 255]), np.array([8, 48, 107])
     for h in range(heads):
-        p = probs[h] / max(probs[h].max(), 1e-9)
+        p = probs[h] / np.maximum(probs[h].max(axis=-1, keepdims=True), 1e-9)
         rgb = (low + (high - low) * p[..., None]).astype(np.uint8)
         x0 = h * (T * cell + gap)
         img[:, x0:x0 + T * cell] = rgb.repeat(cell, 0).repeat(cell, 1)
