@@ -47,13 +47,10 @@ from tqdm import tqdm
 from data import (BertTokenizer, ClassificationExample, DataError, LabelMap, classification_batches,
                   default_corpus, encode_classification, read_classification_file, train_wordpiece_vocab)
 from model import PRESETS, BertConfig, BertForSequenceClassification, CheckpointError, atomic_write
+from train_mlm import UsageError, lr_lambda, make_optimizer, setup_device  # the recipe both scripts share
 
 DEFAULT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bert-from-scratch")
 GLUE_BASE_URL = "https://dl.fbaipublicfiles.com/glue/data"  # the official mirror of the GLUE zips
-
-
-class UsageError(ValueError):
-    """A bad flag or flag combination; reported as one line, exit code 1."""
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -401,40 +398,10 @@ def confusion_table(cm: np.ndarray, labels: list[str]) -> str:
 # ----------------------------------------------------------------------------- training
 
 
-def setup_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"--device {name}: MPS is not available on this machine")
-    return device
-
-
 def autocast_for(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-def make_optimizer(model, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
-    # As BERT: no weight decay on biases and LayerNorm (every 1-d parameter).
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}],
-                             lr=lr, eps=1e-6, fused=device.type in ("cuda", "cpu"))
-
-
-def lr_lambda(warmup_steps: int, total_steps: int):
-    def f(step: int) -> float:  # linear warmup, then linear decay to zero, as BERT
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-    return f
 
 
 def pad_to(batch: dict[str, torch.Tensor], length: int, pad_token_id: int) -> dict[str, torch.Tensor]:

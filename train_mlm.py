@@ -47,7 +47,7 @@ ATTENTION_PROBE = "If the file does not exist, the function raises an error and 
 
 
 class UsageError(ValueError):
-    """A bad flag or flag combination; reported as one line, exit code 2."""
+    """A bad flag or flag combination; the scripts report it as one line and exit non-zero."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,13 +210,13 @@ def trained_vocab(args, train_docs) -> str:
     return path
 
 
-def make_optimizer(model, args, device) -> torch.optim.Optimizer:
+def make_optimizer(model, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
     # As BERT: no weight decay on biases and LayerNorm (every 1-d parameter).
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = device.type in ("cuda", "cpu")  # the fused kernel: one launch for all parameters
-    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.999), eps=1e-6, fused=fused)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6, fused=fused)
 
 
 def lr_lambda(warmup_steps: int, total_steps: int):
@@ -481,7 +481,7 @@ def train(args) -> int:
     eval_start = valid_data.state_dict()
     most_frequent = most_frequent_token(train_corpus, tokenizer)
 
-    optimizer = make_optimizer(model, args, device)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay, device)
     warmup = int(args.warmup * args.steps) if args.warmup < 1 else int(args.warmup)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, args.steps))
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
