@@ -47,7 +47,7 @@ from tqdm import tqdm
 from data import (BertTokenizer, ClassificationExample, DataError, LabelMap, classification_batches,
                   default_corpus, encode_classification, read_classification_file, train_wordpiece_vocab)
 from model import PRESETS, BertConfig, BertForSequenceClassification, CheckpointError, atomic_write
-from train_mlm import UsageError, lr_lambda, make_optimizer, setup_device  # the recipe both scripts share
+from train_mlm import HelpFormatter, UsageError, lr_lambda, make_optimizer, setup_device  # shared by both scripts
 
 DEFAULT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bert-from-scratch")
 GLUE_BASE_URL = "https://dl.fbaipublicfiles.com/glue/data"  # the official mirror of the GLUE zips
@@ -622,7 +622,7 @@ def print_report(result: dict, labels: list[str], split: str, best_epoch: int, m
     for label, row in zip(labels, cm):
         print(f"  {label:<{width}}  " + " ".join(f"{int(v):6d}" for v in row))
     print(f"model: {model_dir}  ({wall:.0f}s in all)")
-    print(f"classify new text: python finetune_cls.py predict --model {model_dir} \"some text\"")
+    print(f"classify new text: python {os.path.relpath(__file__)} predict --model {model_dir} \"some text\"")
 
 
 # ----------------------------------------------------------------------------- predict
@@ -631,6 +631,9 @@ def print_report(result: dict, labels: list[str], split: str, best_epoch: int, m
 def predict_command(args) -> int:
     model_dir = args.model if os.path.isfile(os.path.join(args.model, "labels.json")) \
         else os.path.join(args.model, "model")  # a run directory works too
+    if not os.path.isfile(os.path.join(model_dir, "labels.json")):
+        raise CheckpointError(f"{args.model}: not a fine-tuned model (no labels.json in it or in its model/); "
+                              "give the model/ folder of a finetune_cls.py run")
     labels = LabelMap.load(os.path.join(model_dir, "labels.json"))
     tokenizer = load_tokenizer(model_dir)
     check_vocab(model_dir, tokenizer)
@@ -640,6 +643,8 @@ def predict_command(args) -> int:
         raise CheckpointError(f"{model_dir}: config.json has {model.config.num_labels} labels, labels.json "
                               f"{len(labels)}")
     texts = list(args.texts)
+    if args.file and args.file != "-" and not os.path.isfile(args.file):
+        raise DataError(f"{args.file}: no such file")
     if args.file:
         with open(args.file, encoding="utf-8") if args.file != "-" else contextlib.nullcontext(sys.stdin) as f:
             texts += [line.rstrip("\n") for line in f if line.strip()]
@@ -660,13 +665,6 @@ def predict_command(args) -> int:
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, except the empty ones (None, False) whose help says what happens."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default in (None, False) else super()._get_help_string(action)
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -751,7 +749,10 @@ def predict_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["predict"]:
-        args, command = predict_parser().parse_args(argv[1:]), predict_command
+        p = predict_parser()
+        args, command = p.parse_args(argv[1:]), predict_command
+        if args.max_length < 4 or args.batch_size <= 0:
+            p.error("--max-length must be at least 4 and --batch-size positive")
     else:
         p = train_parser()
         args, command = p.parse_args(argv[1:] if argv[:1] == ["train"] else argv), train
@@ -760,6 +761,10 @@ def main(argv: list[str] | None = None) -> int:
                 p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
         if not 0 < args.valid_fraction < 1 or not 0 <= args.warmup < 1:
             p.error("--valid-fraction must be in (0, 1) and --warmup in [0, 1)")
+        if args.max_length < 4:
+            p.error(f"--max-length must be at least 4 ([CLS], [SEP] and room for text), got {args.max_length}")
+        if args.lr is not None and args.lr <= 0:
+            p.error(f"--lr must be positive, got {args.lr}")
         if (args.valid or args.test) and not args.train:
             p.error("--valid and --test need --train")
     try:

@@ -50,9 +50,15 @@ class UsageError(ValueError):
     """A bad flag or flag combination; the scripts report it as one line and exit non-zero."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except the empty ones (None, False) whose help says what happens."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default in (None, False) else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(), formatter_class=HelpFormatter)
     g = p.add_argument_group("model")
     g.add_argument("--config", default="tiny", choices=list(PRESETS),
                    help="model size preset (Turc et al. 2019 compact BERTs, and base/large); tiny keeps "
@@ -69,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--vocab", metavar="FILE", help="an existing vocab.txt (e.g. bert-base-uncased's); "
                    "default: train a WordPiece vocabulary on the corpus (cached)")
     g.add_argument("--vocab-size", type=int, default=8192, help="size of the vocabulary to train")
-    g.add_argument("--cased", action="store_true", help="keep case and accents (default: uncased)")
+    g.add_argument("--cased", action="store_true", help="keep case and accents (the default lower-cases and strips accents)")
     g.add_argument("--valid-fraction", type=float, default=0.05, help="share of documents held out for eval")
     g.add_argument("--seq-len", type=int, default=128, help="max_seq_length: tokens per sequence")
     g.add_argument("--max-predictions", type=int, default=20, help="max_predictions_per_seq")
@@ -130,6 +136,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--valid-fraction must be between 0 and 1, got {args.valid_fraction}")
     if args.viz_interval < 0 or args.lr <= 0 or args.warmup < 0:
         p.error("--viz-interval, --lr and --warmup must not be negative (and --lr not zero)")
+    for name, low, high in (("dropout", 0, 1), ("mask_prob", 0, 1), ("short_seq_prob", 0, 1)):
+        value = getattr(args, name)
+        if not low <= value < high or (name == "mask_prob" and value == 0):
+            p.error(f"--{name.replace('_', '-')} must be in [{low}, {high}), got {value}")
     return args
 
 
@@ -141,7 +151,10 @@ def setup_device(name: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available on this machine")
     if device.type == "mps" and not torch.backends.mps.is_available():
@@ -683,7 +696,7 @@ def train(args) -> int:
             name = signal.Signals(int(stopping.item())).name
             if is_main:
                 print(f"\n{name}: stopped at step {step}; checkpoint saved to {path}\n"
-                      f"resume with: python train_mlm.py --resume {run_dir}", file=sys.stderr)
+                      f"resume with: python {os.path.relpath(__file__)} --resume {run_dir}", file=sys.stderr)
             exit_code = 128 + int(stopping.item())
             break
 

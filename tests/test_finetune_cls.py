@@ -390,7 +390,28 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(env, capsys):
     with pytest.raises(SystemExit) as e:  # argparse: its own message, exit code 2
         main(["--task", "imdb", *flags])
     assert e.value.code == 2 and "invalid choice: 'imdb'" in capsys.readouterr().err
-    expect_error(capsys, ["predict", "--model", str(tmp_path / "runs" / "pre" / "final"), "hi"], "labels.json")
+    expect_error(capsys, ["predict", "--model", str(tmp_path / "runs" / "pre" / "final"), "hi"],
+                 "final: not a fine-tuned model (no labels.json")
+    expect_error(capsys, ["--train", files["train"], "--device", "tpu9", *flags], "--device tpu9: not a device")
+
+
+def test_bad_flag_values_exit_2(env, capsys):
+    tmp_path, files, flags = env
+    for argv, message in ((["--train", files["train"], "--max-length", "1"], "--max-length must be at least 4"),
+                          (["--train", files["train"], "--lr", "-1"], "--lr must be positive"),
+                          (["predict", "--model", "m", "--max-length", "1", "hi"], "--max-length must be at least 4")):
+        with pytest.raises(SystemExit) as e:
+            main(argv + (flags if argv[0] != "predict" else []))
+        assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_predict_missing_file_is_one_line(env, capsys):
+    tmp_path, files, flags = env
+    assert main(["--train", files["train"], *flags]) == 0
+    (run,) = run_dirs(tmp_path)
+    capsys.readouterr()
+    expect_error(capsys, ["predict", "--model", str(run / "model"), "--file", str(tmp_path / "nofile.txt")],
+                 "nofile.txt: no such file")
 
 
 def test_command_line_exit_code_and_help(capsys):

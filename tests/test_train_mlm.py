@@ -172,6 +172,8 @@ def test_no_nsp_and_whole_word_masking(run):
     (["--steps", "0"], "--steps must be positive"),
     (["--config", "huge"], "invalid choice: 'huge'"),
     (["--valid-fraction", "1.5"], "--valid-fraction must be between 0 and 1"),
+    (["--mask-prob", "2"], "--mask-prob must be in [0, 1)"),
+    (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
 ])
 def test_bad_flags_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -185,9 +187,11 @@ def test_bad_input_is_one_clear_line(run, tmp_path, capsys):
     assert run("--vocab", str(tmp_path / "no-vocab.txt"))[0] == 1
     assert run("--precision", "fp16", "--device", "cpu")[0] == 2
     assert run("--hidden", "30", "--heads", "4")[0] == 2
+    assert run("--device", "tpu9")[0] == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("error: ") for line in err), err
+    assert len(err) == 5 and all(line.startswith("error: ") for line in err), err
     assert "missing.txt" in err[0] and "no-vocab.txt" in err[1] and "fp16" in err[2] and "--hidden" in err[3]
+    assert "--device tpu9: not a device" in err[4]
 
 
 def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
