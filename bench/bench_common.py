@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
+
+from train_mlm import measure_peak_flops
 
 # CUDA cases are always collected, so a CPU-only run says what it did not measure.
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
@@ -39,21 +40,10 @@ def best(benchmark) -> float | None:
 
 
 def peak_flops(device: str, dtype: str) -> float:
-    """FLOP/s of a large square matmul on this machine: the ceiling MFU is measured against.
-    Measured rather than looked up, so the figure is honest for whatever CPU or GPU runs it, and
-    measured again next to each case, so that a machine shared with other jobs is equally busy for
-    the case and for its ceiling."""
-    n = 8192 if device == "cuda" else 1024  # 1024 is already at MKL's peak on CPU, and quick
-    a = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
-    b = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
-    times = []
-    for _ in range(20):
-        sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / min(times[2:])
+    """FLOP/s of a large square matmul on this machine: the ceiling MFU is measured against, the
+    same measurement train_mlm.py logs Perf/mfu against. Measured again next to each case, so that a
+    machine shared with other jobs is equally busy for the case and for its ceiling."""
+    return measure_peak_flops(torch.device(device), DTYPES[dtype])
 
 
 def peak_memory(fn, device: str) -> int:
