@@ -47,7 +47,8 @@ from tqdm import tqdm
 from data import (BertTokenizer, ClassificationExample, DataError, LabelMap, classification_batches,
                   default_corpus, encode_classification, read_classification_file, train_wordpiece_vocab)
 from model import PRESETS, BertConfig, BertForSequenceClassification, CheckpointError, atomic_write
-from train_mlm import HelpFormatter, UsageError, lr_lambda, make_optimizer, setup_device  # shared by both scripts
+from train_mlm import (HelpFormatter, UsageError, autocast_for, lr_lambda, make_optimizer,  # shared by both
+                       setup_device)
 
 DEFAULT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bert-from-scratch")
 GLUE_BASE_URL = "https://dl.fbaipublicfiles.com/glue/data"  # the official mirror of the GLUE zips
@@ -396,12 +397,6 @@ def confusion_table(cm: np.ndarray, labels: list[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- training
-
-
-def autocast_for(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def pad_to(batch: dict[str, torch.Tensor], length: int, pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -232,6 +232,13 @@ def make_optimizer(model, lr: float, weight_decay: float, device: torch.device) 
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6, fused=fused)
 
 
+def autocast_for(device: torch.device, precision: str):
+    """Mixed precision as --precision asks: bf16 or fp16 autocast, or nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
 def lr_lambda(warmup_steps: int, total_steps: int):
     def f(step: int) -> float:  # linear warmup, then linear decay to zero, as BERT
         if step < warmup_steps:
@@ -499,7 +506,7 @@ def train(args) -> int:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, args.steps))
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
-    autocast = (torch.autocast(device.type, dtype=dtype) if args.precision != "fp32" else contextlib.nullcontext())
+    autocast = autocast_for(device, args.precision)
 
     step, best_valid = 0, math.inf
     if resume:
