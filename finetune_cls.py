@@ -45,10 +45,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import (BertTokenizer, ClassificationExample, DataError, LabelMap, classification_batches,
-                  default_corpus, encode_classification, read_classification_file, train_wordpiece_vocab)
+                  default_corpus, encode_classification, read_classification_file)
 from model import PRESETS, BertConfig, BertForSequenceClassification, CheckpointError, atomic_write
-from train_mlm import (HelpFormatter, UsageError, autocast_for, lr_lambda, make_optimizer,  # shared by both
-                       setup_device)
+from train_mlm import (HelpFormatter, UsageError, autocast_for, cached_vocab, lr_lambda,  # shared by both
+                       make_optimizer, setup_device)
 
 DEFAULT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bert-from-scratch")
 GLUE_BASE_URL = "https://dl.fbaipublicfiles.com/glue/data"  # the official mirror of the GLUE zips
@@ -308,11 +308,7 @@ def scratch_vocab(args, task: Task) -> tuple[BertTokenizer, str]:
     if pretrained:
         return load_tokenizer(pretrained), f"the vocabulary of {pretrained}"
     texts = [t for e in task.train for t in (e.text_a, e.text_b) if t]
-    key = hashlib.sha256(f"{args.vocab_size}\n".encode() + "\n".join(texts).encode()).hexdigest()[:16]
-    vocab_file = os.path.join(args.cache_dir, f"cls-vocab-{key}.txt")
-    if not os.path.isfile(vocab_file):
-        print(f"training a {args.vocab_size}-token WordPiece vocabulary on the train split ...", file=sys.stderr)
-        train_wordpiece_vocab(texts, args.vocab_size, vocab_file)  # writes atomically
+    vocab_file = cached_vocab(texts, args.vocab_size, args.cache_dir)
     return BertTokenizer(vocab_file), f"a {args.vocab_size}-token WordPiece vocabulary trained on the train split"
 
 

@@ -194,7 +194,8 @@ def prepare_data(args, is_main: bool) -> tuple:
     if not train_docs or not valid_docs:
         raise DataError(f"{' '.join(args.data or ['default corpus'])}: too few documents "
                         f"({len(documents)}) for a train/valid split")
-    vocab_file = args.vocab or trained_vocab(args, train_docs)
+    vocab_file = args.vocab or cached_vocab([s for d in train_docs for s in d], args.vocab_size,
+                                            args.cache_dir, do_lower_case=not args.cased)
     tokenizer = BertTokenizer(vocab_file, do_lower_case=not args.cased)
     train = tokenize_corpus(train_docs, tokenizer, args.cache_dir)
     valid = tokenize_corpus(valid_docs, tokenizer, args.cache_dir)
@@ -203,22 +204,17 @@ def prepare_data(args, is_main: bool) -> tuple:
     return vocab_file, tokenizer, train, valid, info
 
 
-def trained_vocab(args, train_docs) -> str:
-    """A WordPiece vocabulary trained on the train split, cached by corpus, size and casing."""
-    h = hashlib.sha256(f"{args.vocab_size}|{args.cased}".encode())
-    for doc in train_docs:
-        for sentence in doc:
-            h.update(sentence.encode())
-            h.update(b"\n")
-    path = os.path.join(args.cache_dir, f"vocab-{h.hexdigest()[:16]}.txt")
-    if not os.path.exists(path):
-        os.makedirs(args.cache_dir, exist_ok=True)
+def cached_vocab(texts: list[str], vocab_size: int, cache_dir: str, do_lower_case: bool = True) -> str:
+    """A WordPiece vocabulary trained on texts, cached under cache_dir by the texts, size and casing."""
+    h = hashlib.sha256(f"{vocab_size}|{do_lower_case}\n".encode())
+    for text in texts:
+        h.update(text.encode())
+        h.update(b"\n")
+    path = os.path.join(cache_dir, f"vocab-{h.hexdigest()[:16]}.txt")
+    if not os.path.isfile(path):
         t0 = time.time()
-        print(f"training a {args.vocab_size}-token WordPiece vocabulary ...", file=sys.stderr)
-        tmp = path + f".tmp{os.getpid()}"
-        train_wordpiece_vocab((s for d in train_docs for s in d), args.vocab_size, tmp,
-                              do_lower_case=not args.cased)
-        os.replace(tmp, path)
+        print(f"training a {vocab_size}-token WordPiece vocabulary ...", file=sys.stderr)
+        train_wordpiece_vocab(texts, vocab_size, path, do_lower_case=do_lower_case)  # writes atomically
         print(f"vocabulary trained in {time.time() - t0:.1f}s: {path}", file=sys.stderr)
     return path
 
