@@ -4,7 +4,7 @@ Fine-tune a pretrained BERT for text classification, and watch it in TensorBoard
     python finetune_cls.py                                   # newest train_mlm.py model, embedded task
     python finetune_cls.py --init scratch                    # the same, from random weights (baseline)
     python finetune_cls.py --train train.tsv --valid dev.tsv --test test.tsv --init ~/bert-base-uncased
-    python finetune_cls.py --task sst2 --glue-sha256 <hex>   # a GLUE task, downloaded once and cached
+    python finetune_cls.py --task sst2                      # a GLUE task, downloaded once and cached
     python finetune_cls.py predict --model runs/cls-docsource-.../model "Return a new tensor."
 
 The recipe is BERT's (Devlin et al., 2018, appendix A.3): AdamW, lr 2e-5..5e-5, 10% linear warmup then
@@ -130,23 +130,26 @@ class GlueTask:
     label_column: str = "label"
     header: tuple[str, ...] | None = None  # for files without a header row (CoLA)
     metric: str = "acc"
-    # The zip's sha256. Verification is mandatory: an entry without one needs --glue-sha256. No value is
-    # recorded yet because this table was written offline; fill them in from a trusted download
-    # (sha256sum CoLA.zip ...) rather than copying them from the first download that happens to arrive.
-    sha256: str | None = None
+    # The zip's sha256, checked before anything is unpacked. These are the values that Hugging Face
+    # datasets' glue script and TensorFlow Datasets' url_checksums/glue.txt record for the same zips.
+    sha256: str = ""
 
 
-GLUE_TASKS = {  # the single-sentence and sentence-pair classification tasks (STS-B is regression)
-    "cola": GlueTask("CoLA.zip", "CoLA", header=("source", "label", "original_label", "sentence"), metric="mcc"),
-    "sst2": GlueTask("SST-2.zip", "SST-2"),
-    "qnli": GlueTask("QNLI.zip", "QNLI"),
-    "rte": GlueTask("RTE.zip", "RTE"),
-    "wnli": GlueTask("WNLI.zip", "WNLI"),
-    "mnli": GlueTask("MNLI.zip", "MNLI", dev_file="dev_matched.tsv", label_column="gold_label"),
+GLUE_TASKS = {  # the classification tasks; STS-B (regression) and MRPC (not one zip) are not here
+    "cola": GlueTask("CoLA.zip", "CoLA", header=("source", "label", "original_label", "sentence"), metric="mcc",
+                     sha256="f212fcd832b8f7b435fb991f101abf89f96b933ab400603bf198960dfc32cbff"),
+    "sst2": GlueTask("SST-2.zip", "SST-2", sha256="d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"),
+    "qnli": GlueTask("QNLIv2.zip", "QNLI", sha256="e634e78627a29adaecd4f955359b22bf5e70f2cbd93b493f2d624138a0c0e5f5"),
+    "qqp": GlueTask("QQP-clean.zip", "QQP", label_column="is_duplicate",
+                    sha256="40e7c862c04eb26ee04b67fd900e76c45c6ba8e6d8fab4f8f1f8072a1a3fbae0"),
+    "rte": GlueTask("RTE.zip", "RTE", sha256="6bf86de103ecd335f3441bd43574d23fef87ecc695977a63b82d5efb206556ee"),
+    "wnli": GlueTask("WNLI.zip", "WNLI", sha256="ae0e8e4d16f4d46d4a0a566ec7ecceccfd3fbfaa4a7a4b4e02848c0f2561ac46"),
+    "mnli": GlueTask("MNLI.zip", "MNLI", dev_file="dev_matched.tsv", label_column="gold_label",
+                     sha256="e7c1d896d26ed6caf700110645df426cc2d8ebf02a5ab743d5a5c68ac1c83633"),
 }
 
 
-def glue_files(name: str, cache_dir: str, base_url: str, sha256: str | None) -> tuple[str, str]:
+def glue_files(name: str, cache_dir: str, base_url: str, sha256: str | None = None) -> tuple[str, str]:
     """(train.tsv, dev file) of a GLUE task: downloaded once, checked against its sha256, unpacked into
     cache_dir/glue/<folder>/. Nothing is cached unless the checksum matches."""
     spec = GLUE_TASKS[name]
@@ -154,10 +157,7 @@ def glue_files(name: str, cache_dir: str, base_url: str, sha256: str | None) -> 
     paths = (os.path.join(folder, "train.tsv"), os.path.join(folder, spec.dev_file))
     if all(os.path.isfile(p) for p in paths):
         return paths
-    expected = (sha256 or spec.sha256 or "").lower()
-    if not expected:
-        raise UsageError(f"--task {name}: no sha256 is recorded for {spec.zip_name}; download it once from a "
-                         f"trusted source, check it, and pass --glue-sha256 with its sha256sum")
+    expected = (sha256 or spec.sha256).lower()
     url = f"{base_url.rstrip('/')}/{spec.zip_name}"
     os.makedirs(os.path.dirname(folder), exist_ok=True)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(folder), prefix=".tmp-") as tmp:
@@ -679,8 +679,8 @@ def train_parser() -> argparse.ArgumentParser:
                         "at most 5000 examples)")
     g.add_argument("--glue-url", default=os.environ.get("GLUE_BASE_URL", GLUE_BASE_URL),
                    help="where the GLUE zips are (http(s):// or file://); env GLUE_BASE_URL")
-    g.add_argument("--glue-sha256", metavar="HEX", help="the sha256 of the task's zip, checked before it is "
-                   "cached (required while the built-in table has none for the task)")
+    g.add_argument("--glue-sha256", metavar="HEX", help="expect this sha256 for the task's zip instead of the "
+                   "recorded one (for a mirror that serves a different zip)")
     g.add_argument("--cache-dir", default=DEFAULT_CACHE, help="downloads, the default corpus and vocabularies")
     g.add_argument("--max-length", type=int, default=128, help="max tokens per example, [CLS] and [SEP] included")
     g = p.add_argument_group("model")

@@ -326,9 +326,17 @@ def test_glue_checksum_mismatch_caches_nothing(env, glue_server, capsys):
     assert err[1].startswith("error: ") and "does not match" in err[1] and "nothing was cached" in err[1]
     assert os.listdir(tmp_path / "cache" / "glue") == []
     assert run_dirs(tmp_path) == []
-    # without any checksum the download is refused before it starts
+    # without --glue-sha256 the recorded checksum of the real SST-2.zip applies, which this toy zip fails
     assert main(["--task", "sst2", "--glue-url", url, *flags]) == 1
-    assert "--glue-sha256" in capsys.readouterr().err and requests == ["/SST-2.zip"]
+    err = capsys.readouterr().err
+    assert finetune_cls.GLUE_TASKS["sst2"].sha256 in err and "does not match" in err
+    assert requests == ["/SST-2.zip", "/SST-2.zip"] and os.listdir(tmp_path / "cache" / "glue") == []
+
+
+def test_glue_table_records_a_sha256_for_every_task():
+    for name, spec in finetune_cls.GLUE_TASKS.items():
+        assert re.fullmatch(r"[0-9a-f]{64}", spec.sha256), name
+    assert len({spec.sha256 for spec in finetune_cls.GLUE_TASKS.values()}) == len(finetune_cls.GLUE_TASKS)
 
 
 def test_glue_file_url_and_headerless_cola(tmp_path):
@@ -343,6 +351,21 @@ def test_glue_file_url_and_headerless_cola(tmp_path):
     examples = finetune_cls.read_classification_file(train, label_column="label")
     assert len(examples) == 12 and examples[3].text_a == "sentence number 3 is here ." and examples[3].label == "1"
     assert finetune_cls.GLUE_TASKS["cola"].metric == "mcc"
+
+
+def test_glue_qqp_pairs_from_its_zip_layout(tmp_path):
+    header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+    rows = "".join(f"{i}\t{2 * i}\t{2 * i + 1}\thow do I {i}?\twhat is {i}?\t{i % 2}\n" for i in range(6))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("QQP/train.tsv", header + rows)
+        z.writestr("QQP/dev.tsv", header + rows)
+    (tmp_path / "QQP-clean.zip").write_bytes(buf.getvalue())
+    spec = finetune_cls.GLUE_TASKS["qqp"]
+    train, _ = finetune_cls.glue_files("qqp", str(tmp_path / "cache"), tmp_path.as_uri(),
+                                       hashlib.sha256(buf.getvalue()).hexdigest())
+    examples = finetune_cls.read_classification_file(train, label_column=spec.label_column)
+    assert (examples[3].text_a, examples[3].text_b, examples[3].label) == ("how do I 3?", "what is 3?", "1")
 
 
 # ----------------------------------------------------------------------------- bad input
