@@ -77,8 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--vocab-size", type=int, default=8192, help="size of the vocabulary to train")
     g.add_argument("--cased", action="store_true", help="keep case and accents (the default lower-cases and strips accents)")
     g.add_argument("--valid-fraction", type=float, default=0.05, help="share of documents held out for eval")
-    g.add_argument("--seq-len", type=int, default=128, help="max_seq_length: tokens per sequence")
-    g.add_argument("--max-predictions", type=int, default=20, help="max_predictions_per_seq")
+    g.add_argument("--seq-len", type=int, default=64,
+                   help="max_seq_length: tokens per sequence (BERT: 128, then 512; 64 gives a short run twice "
+                        "the NSP pairs per step, see the README)")
+    g.add_argument("--max-predictions", type=int,
+                   help="max_predictions_per_seq (default: --mask-prob x --seq-len, rounded up, as BERT's 20 at 128)")
     g.add_argument("--mask-prob", type=float, default=0.15, help="masked_lm_prob")
     g.add_argument("--short-seq-prob", type=float, default=0.1, help="share of shorter sequences")
     g.add_argument("--no-nsp", action="store_true",
@@ -89,11 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the extracted corpus, trained vocabularies and token ids are cached")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=1000, help="optimizer steps to train")
-    g.add_argument("--batch-size", type=int, default=32, help="sequences per micro-batch, per process")
+    g.add_argument("--batch-size", type=int, default=64, help="sequences per micro-batch, per process")
     g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
     g.add_argument("--warmup", type=float, default=0.06,
                    help="linear warmup: a fraction of --steps if < 1, else a number of steps")
+    g.add_argument("--decay", type=float, default=0.2,
+                   help="share of the steps after warmup over which the lr decays linearly to zero; until "
+                        "then it holds at --lr. 1.0 is BERT's schedule (decay from the end of warmup); "
+                        "0.2 learns more in a short run (see the README)")
     g.add_argument("--weight-decay", type=float, default=0.01,
                    help="AdamW weight decay (never applied to biases and LayerNorm)")
     g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping threshold")
@@ -128,6 +135,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for action in given._actions:
         action.default = argparse.SUPPRESS
     args.given = set(vars(given.parse_args(argv)))
+    for name, low, high in (("dropout", 0, 1), ("mask_prob", 0, 1), ("short_seq_prob", 0, 1)):
+        value = getattr(args, name)
+        if not low <= value < high or (name == "mask_prob" and value == 0):
+            p.error(f"--{name.replace('_', '-')} must be in [{low}, {high}), got {value}")
+    if args.max_predictions is None:
+        args.max_predictions = math.ceil(args.mask_prob * args.seq_len)
     for name in ("steps", "batch_size", "grad_accum", "seq_len", "max_predictions", "log_interval",
                  "eval_interval", "eval_batches", "save_interval", "keep_last", "vocab_size"):
         if getattr(args, name) <= 0:
@@ -136,10 +149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--valid-fraction must be between 0 and 1, got {args.valid_fraction}")
     if args.viz_interval < 0 or args.lr <= 0 or args.warmup < 0:
         p.error("--viz-interval, --lr and --warmup must not be negative (and --lr not zero)")
-    for name, low, high in (("dropout", 0, 1), ("mask_prob", 0, 1), ("short_seq_prob", 0, 1)):
-        value = getattr(args, name)
-        if not low <= value < high or (name == "mask_prob" and value == 0):
-            p.error(f"--{name.replace('_', '-')} must be in [{low}, {high}), got {value}")
+    if not 0 < args.decay <= 1:
+        p.error(f"--decay must be in (0, 1], got {args.decay}")
     return args
 
 
@@ -235,11 +246,15 @@ def autocast_for(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def lr_lambda(warmup_steps: int, total_steps: int):
-    def f(step: int) -> float:  # linear warmup, then linear decay to zero, as BERT
+def lr_lambda(warmup_steps: int, total_steps: int, decay: float = 1.0):
+    """Linear warmup, then a constant lr, then linear decay to zero over the last `decay` share of the
+    steps after warmup. decay=1.0 is BERT's schedule: the decay starts right after warmup."""
+    decay_steps = max(1, round(decay * (total_steps - warmup_steps)))
+
+    def f(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+        return max(0.0, min(1.0, (total_steps - step) / decay_steps))
     return f
 
 
@@ -466,7 +481,8 @@ def train(args) -> int:
         raise UsageError(f"--precision fp16 needs CUDA (device is {device}); use bf16 or fp32")
     resume = load_checkpoint(find_checkpoint(args.resume)) if args.resume else None
     if resume:  # the run's own settings, except those given now (e.g. more --steps, another --device)
-        vars(args).update(resume["args"], **{k: getattr(args, k) for k in args.given})
+        saved = {"decay": 1.0, **resume["args"]}  # runs from before --decay decayed as BERT
+        vars(args).update(saved, **{k: getattr(args, k) for k in args.given})
     args.run_name = args.run_name or time.strftime("%Y%m%d-%H%M%S-") + args.config
     run_dir = os.path.join(args.out_dir, args.run_name)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
@@ -499,7 +515,7 @@ def train(args) -> int:
 
     optimizer = make_optimizer(model, args.lr, args.weight_decay, device)
     warmup = int(args.warmup * args.steps) if args.warmup < 1 else int(args.warmup)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, args.steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, args.steps, args.decay))
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
     autocast = autocast_for(device, args.precision)

@@ -50,10 +50,25 @@ def scalars(run_dir, tag):
     return {e.step: e.value for e in ea.Scalars(tag)}
 
 
+def test_lr_schedule_decay_one_is_berts_linear_decay():
+    warmup, total = 10, 100
+    bert = [(s + 1) / warmup if s < warmup else (total - s) / (total - warmup) for s in range(total)]
+    assert [train_mlm.lr_lambda(warmup, total)(s) for s in range(total)] == pytest.approx(bert)
+    short = [train_mlm.lr_lambda(warmup, total, 0.2)(s) for s in range(total)]
+    assert short[:warmup] == bert[:warmup] and short[warmup:82] == [1.0] * 72  # held until the last 18
+    assert short[82:] == pytest.approx([(total - s) / 18 for s in range(82, total)])
+
+
+def test_max_predictions_follows_seq_len_unless_given():
+    assert train_mlm.parse_args([]).max_predictions == 10  # ceil(0.15 * 64)
+    assert train_mlm.parse_args(["--seq-len", "128"]).max_predictions == 20  # BERT's 20 at 128
+    assert train_mlm.parse_args(["--seq-len", "512", "--max-predictions", "80"]).max_predictions == 80
+
+
 def test_end_to_end_logs_checkpoints_and_export(run, capsys):
     transformers = pytest.importorskip("transformers")
     code, run_dir = run("--steps", "12", "--eval-interval", "6", "--viz-interval", "6", "--save-interval", "4",
-                        "--keep-last", "2", "--warmup", "3")
+                        "--keep-last", "2", "--warmup", "3", "--decay", "0.5")
     out = capsys.readouterr().out
     assert code == 0
     assert "unigram baseline" in out and "valid NSP accuracy" in out
@@ -72,9 +87,9 @@ def test_end_to_end_logs_checkpoints_and_export(run, capsys):
     assert (run_dir / "projector_config.pbtxt").exists()
     assert os.listdir(run_dir / "hparams")
     lr = scalars(run_dir, "Optim/lr")
-    # Linear warmup over 3 steps, then linear decay towards 0 at step 12.
-    assert [lr[s] for s in (1, 2, 3, 4)] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3])
-    assert lr[12] == pytest.approx(1e-3 / 9) and all(lr[s] > lr[s + 1] for s in range(4, 12))
+    # Linear warmup over 3 steps, the peak held, then linear decay over the last half of the 9 steps
+    # after warmup (round(4.5) = 4 steps): lr[s] is the rate step s trained with.
+    assert [lr[s] for s in range(1, 13)] == pytest.approx([1e-3 / 3, 2e-3 / 3] + [1e-3] * 7 + [7.5e-4, 5e-4, 2.5e-4])
     valid = scalars(run_dir, "Loss/valid")
     assert sorted(valid) == [6, 12]
     assert scalars(run_dir, "Perplexity/valid")[12] == pytest.approx(math.exp(scalars(run_dir, "Loss/valid_mlm")[12]), rel=1e-4)
@@ -174,6 +189,7 @@ def test_no_nsp_and_whole_word_masking(run):
     (["--valid-fraction", "1.5"], "--valid-fraction must be between 0 and 1"),
     (["--mask-prob", "2"], "--mask-prob must be in [0, 1)"),
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    (["--decay", "0"], "--decay must be in (0, 1]"),
 ])
 def test_bad_flags_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
