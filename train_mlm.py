@@ -514,8 +514,6 @@ def train(args) -> int:
     most_frequent = most_frequent_token(train_corpus, tokenizer)
 
     optimizer = make_optimizer(model, args.lr, args.weight_decay, device)
-    warmup = int(args.warmup * args.steps) if args.warmup < 1 else int(args.warmup)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, args.steps, args.decay))
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
     autocast = autocast_for(device, args.precision)
@@ -524,10 +522,14 @@ def train(args) -> int:
     if resume:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
         train_data.load_state_dict(resume["data"])
         step, best_valid = resume["step"], resume["best_valid_loss"]
+    # Built from this run's settings at its current step, so that a run resumed with more --steps
+    # continues on the longer schedule (last_epoch=step-1: the constructor steps once, to `step`).
+    warmup = int(args.warmup * args.steps) if args.warmup < 1 else int(args.warmup)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, args.steps, args.decay),
+                                                  last_epoch=step - 1)
     raw_model = model
     core = torch.compile(model) if args.compile else model
     if distributed:  # without NSP the pooler and NSP head get no gradient: DDP must be told
@@ -583,8 +585,7 @@ def train(args) -> int:
             gathered = [None] * world
             dist.all_gather_object(gathered, rng)
             rng = gathered
-        return {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+        return {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "data": train_data.state_dict(), "step": step, "rng": rng, "best_valid_loss": best_valid,
                 "config": asdict(config), "args": {k: v for k, v in vars(args).items() if k != "given"},
                 "corpus": corpus_info,

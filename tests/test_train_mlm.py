@@ -96,7 +96,7 @@ def test_end_to_end_logs_checkpoints_and_export(run, capsys):
 
     assert sorted(os.listdir(run_dir / "checkpoints")) == ["best.pt", "step_0000008.pt", "step_0000012.pt"]
     ckpt = torch.load(run_dir / "checkpoints" / "step_0000012.pt", weights_only=False)
-    assert {"model", "optimizer", "scheduler", "scaler", "step", "rng", "data", "config", "vocab"} <= ckpt.keys()
+    assert {"model", "optimizer", "scaler", "step", "rng", "data", "config", "vocab"} <= ckpt.keys()
     assert ckpt["step"] == 12 and ckpt["vocab"].startswith("[PAD]\n")
 
     # The export loads in transformers and computes what our model computes.
@@ -137,6 +137,19 @@ def test_sigterm_saves_and_resume_continues_exactly(run, monkeypatch, capsys):
     assert sorted(resumed) == list(range(1, 9))
     for step in range(1, 9):
         assert resumed[step] == pytest.approx(expected[step], abs=1e-6), step
+
+
+def test_resuming_a_run_saved_before_decay_existed_keeps_berts_schedule(run):
+    code, run_dir = run("--steps", "4", "--warmup", "2", "--decay", "1", "--viz-interval", "0", "--save-interval", "4")
+    assert code == 0
+    path = run_dir / "checkpoints" / "step_0000004.pt"
+    ckpt = torch.load(path, weights_only=False)
+    del ckpt["args"]["decay"]  # as written before --decay existed
+    torch.save(ckpt, path)
+    assert train_mlm.main(["--resume", str(run_dir), "--steps", "8", "--no-progress"]) == 0
+    lr = scalars(run_dir, "Optim/lr")
+    # BERT's decay over the 6 steps after warmup, not the default --decay 0.2's held peak
+    assert [lr[s] for s in range(5, 9)] == pytest.approx([1e-3 * (9 - s) / 6 for s in range(5, 9)])
 
 
 def test_nan_loss_stops_without_overwriting_checkpoints(run, monkeypatch, capsys):
