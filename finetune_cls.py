@@ -126,13 +126,13 @@ def docsource_task(cache_dir: str, seed: int = 0) -> Task:
 class GlueTask:
     zip_name: str
     folder: str
+    # The zip's sha256, checked before anything is unpacked. These are the values that Hugging Face
+    # datasets' glue script and TensorFlow Datasets' url_checksums/glue.txt record for the same zips.
+    sha256: str
     dev_file: str = "dev.tsv"
     label_column: str = "label"
     header: tuple[str, ...] | None = None  # for files without a header row (CoLA)
     metric: str = "acc"
-    # The zip's sha256, checked before anything is unpacked. These are the values that Hugging Face
-    # datasets' glue script and TensorFlow Datasets' url_checksums/glue.txt record for the same zips.
-    sha256: str = ""
 
 
 GLUE_TASKS = {  # the classification tasks; STS-B (regression) and MRPC (not one zip) are not here
@@ -275,6 +275,16 @@ def load_tokenizer(model_dir: str) -> BertTokenizer:
         return tokenizer_for(vocab_file)
     with open(settings_file, encoding="utf-8") as f:
         return BertTokenizer(vocab_file, do_lower_case=json.load(f).get("do_lower_case", True))
+
+
+def pretraining_length(model_dir: str) -> int | None:
+    """The sequence length a train_mlm.py export was pretrained at (its tokenizer_config.json's
+    model_max_length); None for scratch or a checkpoint that does not say."""
+    settings_file = os.path.join(model_dir, "tokenizer_config.json")
+    if model_dir == "scratch" or not os.path.isfile(settings_file):
+        return None
+    with open(settings_file, encoding="utf-8") as f:
+        return json.load(f).get("model_max_length")
 
 
 def tokenizer_for(vocab_file: str) -> BertTokenizer:
@@ -515,6 +525,13 @@ def train(args) -> int:
     print(f"model: {model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "
           f"{n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}; lr {lr:g}, {args.epochs} epochs x "
           f"{steps_per_epoch} steps of {args.batch_size}; device {device}, {args.precision}")
+    pretrained_length = pretraining_length(init)
+    if pretrained_length and max_length > pretrained_length:
+        longer = sum(len(e["input_ids"]) > pretrained_length for e in train_set)
+        if longer:
+            print(f"note: {init} was pretrained on sequences of at most {pretrained_length} tokens; {longer} of "
+                  f"{len(train_set)} train examples are longer, and their positions from {pretrained_length} on "
+                  f"start untrained (--max-length {pretrained_length} truncates them instead)")
 
     from tensorboardX import SummaryWriter
     writer = SummaryWriter(run_dir)

@@ -4,7 +4,7 @@ watch it learn in TensorBoard.
 
     python train_mlm.py --steps 1000                     # embedded corpus, compact model, CPU is fine
     python train_mlm.py --config small --data my_texts/ --precision bf16 --compile
-    torchrun --nproc_per_node 8 train_mlm.py --config base --data corpus/ --batch-size 64
+    torchrun --nproc_per_node 8 train_mlm.py --config base --data corpus/ --seq-len 128 --decay 1 --batch-size 64
 
 Everything a run makes lands in runs/<run-name>/: TensorBoard event files, checkpoints/ (the last
 --keep-last, plus best.pt by valid loss), and final/, a Hugging Face layout export that
@@ -522,13 +522,17 @@ def train(args) -> int:
     if resume:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
+        for group in optimizer.param_groups:  # the saved ones, unless --lr / --weight-decay are given now
+            group["initial_lr"] = args.lr
+        optimizer.param_groups[0]["weight_decay"] = args.weight_decay  # group 1 (1-d parameters) has none
         scaler.load_state_dict(resume["scaler"])
         train_data.load_state_dict(resume["data"])
         step, best_valid = resume["step"], resume["best_valid_loss"]
     # Built from this run's settings at its current step, so that a run resumed with more --steps
     # continues on the longer schedule (last_epoch=step-1: the constructor steps once, to `step`).
-    warmup = int(args.warmup * args.steps) if args.warmup < 1 else int(args.warmup)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, args.steps, args.decay),
+    # The warmup is kept as a number of steps, so that more --steps do not stretch it.
+    args.warmup = int(args.warmup * args.steps) if args.warmup < 1 else int(args.warmup)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup, args.steps, args.decay),
                                                   last_epoch=step - 1)
     raw_model = model
     core = torch.compile(model) if args.compile else model
@@ -728,10 +732,11 @@ def train(args) -> int:
         export_dir = os.path.join(run_dir, "final")
         raw_model.save_pretrained(export_dir, vocab_file=vocab_file)
         atomic_write(os.path.join(export_dir, "tokenizer_config.json"),
-                     lambda f: f.write(json.dumps({"do_lower_case": not args.cased,
-                                                   "tokenizer_class": "BertTokenizer"}).encode()))
+                     lambda f: f.write(json.dumps({"do_lower_case": not args.cased, "tokenizer_class": "BertTokenizer",
+                                                   "model_max_length": args.seq_len}).encode()))
         writer.add_hparams({"config": args.config, "lr": args.lr, "batch": args.batch_size * args.grad_accum * world,
-                            "seq_len": args.seq_len, "steps": args.steps, "vocab_size": config.vocab_size,
+                            "seq_len": args.seq_len, "steps": args.steps, "warmup": args.warmup, "decay": args.decay,
+                            "vocab_size": config.vocab_size,
                             "nsp": not args.no_nsp, "wwm": args.whole_word_masking, "precision": args.precision},
                            {f"hparam/{k}": v for k, v in final_metrics.items()}, name="hparams")
         with timer("viz"):

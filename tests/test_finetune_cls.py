@@ -184,6 +184,18 @@ def test_finetune_from_newest_pretraining_run_logs_saves_and_predicts(env, capsy
     assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-4)
 
 
+def test_note_when_examples_are_longer_than_the_pretraining_sequences(env, capsys):
+    tmp_path, files, flags = env
+    settings = tmp_path / "runs" / "pre" / "final" / "tokenizer_config.json"
+    settings.write_text(json.dumps({"do_lower_case": True, "model_max_length": 6}))
+    data = ["--train", str(files["train"]), "--valid", str(files["valid"]), *flags]
+    assert main(data) == 0
+    note = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "pretrained on sequences of at most 6 tokens" in note[0] and "of 64 train" in note[0]
+    assert main([*data, "--max-length", "6"]) == 0  # truncated to the pretraining length: nothing to say
+    assert "note:" not in capsys.readouterr().out
+
+
 def test_finetuning_learns_a_separable_task(env, capsys):
     tmp_path, files, flags = env
     train = write_tsv(tmp_path / "big.tsv", toy_rows(160, 3))

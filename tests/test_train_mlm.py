@@ -1,5 +1,6 @@
 """train_mlm.py end to end, on a small real corpus the tests write (CPython's documentation topics)."""
 
+import json
 import math
 import os
 import signal
@@ -101,6 +102,8 @@ def test_end_to_end_logs_checkpoints_and_export(run, capsys):
 
     # The export loads in transformers and computes what our model computes.
     final = run_dir / "final"
+    settings = json.loads((final / "tokenizer_config.json").read_text())
+    assert settings["model_max_length"] == 32 and settings["do_lower_case"]  # the --seq-len it was pretrained at
     ours = BertForPreTraining.from_pretrained(str(final)).eval()
     hf = transformers.BertForPreTraining.from_pretrained(final).eval()
     ids = torch.randint(5, 300, (2, 10))
@@ -137,6 +140,7 @@ def test_sigterm_saves_and_resume_continues_exactly(run, monkeypatch, capsys):
     assert sorted(resumed) == list(range(1, 9))
     for step in range(1, 9):
         assert resumed[step] == pytest.approx(expected[step], abs=1e-6), step
+    assert scalars(split, "Optim/lr") == pytest.approx(scalars(straight, "Optim/lr"))
 
 
 def test_resuming_a_run_saved_before_decay_existed_keeps_berts_schedule(run):
@@ -150,6 +154,19 @@ def test_resuming_a_run_saved_before_decay_existed_keeps_berts_schedule(run):
     lr = scalars(run_dir, "Optim/lr")
     # BERT's decay over the 6 steps after warmup, not the default --decay 0.2's held peak
     assert [lr[s] for s in range(5, 9)] == pytest.approx([1e-3 * (9 - s) / 6 for s in range(5, 9)])
+
+
+def test_resume_with_more_steps_a_new_lr_and_weight_decay_uses_them(run):
+    code, run_dir = run("--steps", "4", "--warmup", "0.5", "--decay", "1", "--viz-interval", "0", "--save-interval", "4")
+    assert code == 0
+    assert train_mlm.main(["--resume", str(run_dir), "--steps", "6", "--lr", "5e-4", "--weight-decay", "0.05",
+                           "--no-progress"]) == 0
+    lr = scalars(run_dir, "Optim/lr")
+    # warmup stays the 2 steps it was (not half of the new 6); the decay runs over the 4 steps after it
+    assert [lr[s] for s in (5, 6)] == pytest.approx([5e-4 * 2 / 4, 5e-4 * 1 / 4])
+    ckpt = torch.load(run_dir / "checkpoints" / "step_0000006.pt", weights_only=False)
+    assert ckpt["args"]["lr"] == 5e-4 and ckpt["args"]["warmup"] == 2
+    assert [g["weight_decay"] for g in ckpt["optimizer"]["param_groups"]] == [0.05, 0.0]
 
 
 def test_nan_loss_stops_without_overwriting_checkpoints(run, monkeypatch, capsys):
