@@ -655,6 +655,8 @@ def default_corpus(cache_dir: str) -> tuple[list[list[str]], dict]:
             documents = [d.split("\n") for d in f.read().strip("\n").split("\n\n")]
         return documents, info
     t0 = time.time()
+    # Said on stderr, as the vocabulary training is: the first run is otherwise silent for tens of seconds.
+    print("extracting the default corpus from the installed documentation (once) ...", file=sys.stderr)
     documents, sources = _build_default_corpus()
     _write_atomic(path, "\n\n".join("\n".join(d) for d in documents) + "\n")
     info = {"sources": sources, "documents": len(documents), "sentences": sum(map(len, documents)),

@@ -270,21 +270,20 @@ def load_tokenizer(model_dir: str) -> BertTokenizer:
     vocab_file = os.path.join(model_dir, "vocab.txt")
     if not os.path.isfile(vocab_file):
         raise CheckpointError(f"{vocab_file}: missing; the checkpoint needs the vocabulary it was trained with")
-    settings_file = os.path.join(model_dir, "tokenizer_config.json")
-    if not os.path.isfile(settings_file):  # Google's checkpoints ship none
+    settings = tokenizer_settings(model_dir)
+    if settings is None:  # Google's checkpoints ship none
         return tokenizer_for(vocab_file)
-    with open(settings_file, encoding="utf-8") as f:
-        return BertTokenizer(vocab_file, do_lower_case=json.load(f).get("do_lower_case", True))
+    return BertTokenizer(vocab_file, do_lower_case=settings.get("do_lower_case", True))
 
 
-def pretraining_length(model_dir: str) -> int | None:
-    """The sequence length a train_mlm.py export was pretrained at (its tokenizer_config.json's
-    model_max_length); None for scratch or a checkpoint that does not say."""
+def tokenizer_settings(model_dir: str) -> dict | None:
+    """A checkpoint's tokenizer_config.json (train_mlm.py's also holds model_max_length, the --seq-len it
+    was pretrained at), or None when it has none."""
     settings_file = os.path.join(model_dir, "tokenizer_config.json")
-    if model_dir == "scratch" or not os.path.isfile(settings_file):
+    if not os.path.isfile(settings_file):
         return None
     with open(settings_file, encoding="utf-8") as f:
-        return json.load(f).get("model_max_length")
+        return json.load(f)
 
 
 def tokenizer_for(vocab_file: str) -> BertTokenizer:
@@ -525,7 +524,7 @@ def train(args) -> int:
     print(f"model: {model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "
           f"{n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}; lr {lr:g}, {args.epochs} epochs x "
           f"{steps_per_epoch} steps of {args.batch_size}; device {device}, {args.precision}")
-    pretrained_length = pretraining_length(init)
+    pretrained_length = None if init == "scratch" else (tokenizer_settings(init) or {}).get("model_max_length")
     if pretrained_length and max_length > pretrained_length:
         longer = sum(len(e["input_ids"]) > pretrained_length for e in train_set)
         if longer:
