@@ -44,6 +44,16 @@ def inputs(b):
     return dict(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"])
 
 
+def through_disk(ours_cls, hf_cls, direction, path, **config):
+    """(ours, hf): a random model built by one library ("hf_to_ours": transformers), saved, and loaded
+    into both."""
+    if direction == "hf_to_ours":
+        hf_cls(hf_config(**config)).save_pretrained(path)
+    else:
+        ours_cls(BertConfig(**SMALL, **config)).save_pretrained(str(path))
+    return ours_cls.from_pretrained(str(path)).eval(), hf_cls.from_pretrained(path).eval()
+
+
 def gather(x, positions):
     return x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.size(-1)))
 
@@ -58,14 +68,7 @@ def max_err(a, b):
 @pytest.mark.parametrize("direction", ["hf_to_ours", "ours_to_hf"])
 def test_bert_model_parity(tmp_path, direction):
     torch.manual_seed(0)
-    if direction == "hf_to_ours":
-        hf = transformers.BertModel(hf_config()).eval()
-        hf.save_pretrained(tmp_path)
-        ours = BertModel.from_pretrained(str(tmp_path)).eval()
-    else:
-        ours = BertModel(BertConfig(**SMALL)).eval()
-        ours.save_pretrained(str(tmp_path))
-        hf = transformers.BertModel.from_pretrained(tmp_path).eval()
+    ours, hf = through_disk(BertModel, transformers.BertModel, direction, tmp_path)
     b = batch()
     with torch.no_grad():
         seq, pooled = ours(**inputs(b))
@@ -77,15 +80,8 @@ def test_bert_model_parity(tmp_path, direction):
 @pytest.mark.parametrize("direction", ["hf_to_ours", "ours_to_hf"])
 def test_pretraining_parity(tmp_path, direction):
     torch.manual_seed(1)
-    if direction == "hf_to_ours":
-        hf = transformers.BertForPreTraining(hf_config()).eval()
-        hf.save_pretrained(tmp_path)
-        ours = BertForPreTraining.from_pretrained(str(tmp_path)).eval()
-        assert ours.load_report == {"missing": [], "unexpected": []}
-    else:
-        ours = BertForPreTraining(BertConfig(**SMALL)).eval()
-        ours.save_pretrained(str(tmp_path))
-        hf = transformers.BertForPreTraining.from_pretrained(tmp_path).eval()
+    ours, hf = through_disk(BertForPreTraining, transformers.BertForPreTraining, direction, tmp_path)
+    assert ours.load_report == {"missing": [], "unexpected": []}
     b = batch()
     labels = torch.full_like(b["input_ids"], -100)  # transformers' form of the same MLM targets
     for row in range(3):
@@ -108,16 +104,9 @@ def test_pretraining_parity(tmp_path, direction):
 @pytest.mark.parametrize("direction", ["hf_to_ours", "ours_to_hf"])
 def test_classification_parity(tmp_path, direction):
     torch.manual_seed(2)
-    if direction == "hf_to_ours":
-        hf = transformers.BertForSequenceClassification(hf_config(num_labels=3)).eval()
-        hf.save_pretrained(tmp_path)
-        ours = BertForSequenceClassification.from_pretrained(str(tmp_path)).eval()
-    else:
-        config = BertConfig(**SMALL, id2label={0: "neg", 1: "neu", 2: "pos"})
-        ours = BertForSequenceClassification(config).eval()
-        ours.save_pretrained(str(tmp_path))
-        hf = transformers.BertForSequenceClassification.from_pretrained(tmp_path).eval()
-        assert hf.config.id2label == {0: "neg", 1: "neu", 2: "pos"}
+    ours, hf = through_disk(BertForSequenceClassification, transformers.BertForSequenceClassification, direction,
+                            tmp_path, id2label={0: "neg", 1: "neu", 2: "pos"})
+    assert hf.config.id2label == ours.config.id2label == {0: "neg", 1: "neu", 2: "pos"}
     assert ours.config.num_labels == 3
     b = batch()
     labels = torch.tensor([0, 2, 1])
