@@ -32,8 +32,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from data import (BertTokenizer, DataError, PretrainingData, default_corpus, read_documents,
-                  split_documents, tokenize_corpus, train_wordpiece_vocab)
+from data import (BertTokenizer, DataError, Prefetcher, PretrainingData, cached_vocab,  # noqa: F401 (cached_vocab: finetune_cls.py's)
+                  corpus_vocab, default_corpus_file, prepare_corpus, split_document_ids)
+from token_cache import default_cache_dir, default_workers
 from model import (BertConfig, BertForPreTraining, CheckpointError, PRESETS, atomic_write,
                    pretraining_flops_per_sequence)
 
@@ -69,12 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dropout", type=float, default=0.1, help="hidden and attention-probability dropout")
     g = p.add_argument_group("data")
     g.add_argument("--data", nargs="+", metavar="PATH",
-                   help="corpus files or folders (BERT format: a sentence per line, blank line between "
-                        "documents; plain text; or WikiText); default: the embedded corpus of Python, "
+                   help="corpus files, folders or glob patterns: text in BERT's format (a sentence per line, "
+                        "blank line between documents), plain prose or WikiText; JSONL with a document per "
+                        "line; Parquet (needs pyarrow); any of them gzipped (.gz). Prepared once into a "
+                        "memory-mapped cache (see prepare_data.py); default: the embedded corpus of Python, "
                         "numpy and torch documentation")
+    g.add_argument("--text-field", default="text", help="the JSONL key / Parquet column holding a document's text")
+    g.add_argument("--workers", type=int, default=default_workers(),
+                   help="processes that tokenise the corpus when it is first prepared (default: one per CPU)")
     g.add_argument("--vocab", metavar="FILE", help="an existing vocab.txt (e.g. bert-base-uncased's); "
                    "default: train a WordPiece vocabulary on the corpus (cached)")
     g.add_argument("--vocab-size", type=int, default=8192, help="size of the vocabulary to train")
+    g.add_argument("--vocab-sample", type=float, default=50,
+                   help="MB of the corpus, spread over all of it, to train the vocabulary on")
     g.add_argument("--cased", action="store_true", help="keep case and accents (the default lower-cases and strips accents)")
     g.add_argument("--valid-fraction", type=float, default=0.05, help="share of documents held out for eval")
     g.add_argument("--seq-len", type=int, default=64,
@@ -87,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-nsp", action="store_true",
                    help="drop next sentence prediction: single segments, MLM loss only (as RoBERTa)")
     g.add_argument("--whole-word-masking", action="store_true", help="mask all pieces of a word together")
-    g.add_argument("--cache-dir", default=os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
-                                                       "bert-from-scratch"),
+    g.add_argument("--shuffle-buffer", type=int, default=10000,
+                   help="instances shuffled together: the stream is made per document, in a shuffled "
+                        "document order, and shuffled within blocks of this many instances")
+    g.add_argument("--cache-dir", default=default_cache_dir(),
                    help="where the extracted corpus, trained vocabularies and token ids are cached")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=1000, help="optimizer steps to train")
@@ -142,7 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.max_predictions is None:
         args.max_predictions = math.ceil(args.mask_prob * args.seq_len)
     for name in ("steps", "batch_size", "grad_accum", "seq_len", "max_predictions", "log_interval",
-                 "eval_interval", "eval_batches", "save_interval", "keep_last", "vocab_size"):
+                 "eval_interval", "eval_batches", "save_interval", "keep_last", "vocab_size", "workers",
+                 "vocab_sample", "shuffle_buffer"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 < args.valid_fraction < 1:
@@ -190,44 +201,32 @@ def build_config(args, vocab_size: int) -> BertConfig:
 
 
 def prepare_data(args, is_main: bool) -> tuple:
-    """Corpus -> (vocab file, tokenizer, train corpus, valid corpus, corpus info). Rank 0 builds the
-    caches first so the other ranks only read them."""
+    """Corpus -> (vocab file, tokenizer, train corpus, valid corpus, corpus info). Rank 0 prepares the
+    caches (vocabulary, token ids) first; the other ranks then only open them: every rank memory-maps
+    the same token ids, so no rank holds the corpus."""
     if not is_main:
         dist.barrier()
     if args.data:
-        documents = read_documents(args.data)
-        info = {"sources": args.data, "documents": len(documents),
-                "sentences": sum(len(d) for d in documents),
-                "words": sum(len(s.split()) for d in documents for s in d)}
+        paths, fmt, info = args.data, None, {"sources": args.data}
     else:
-        documents, info = default_corpus(args.cache_dir)
-    train_docs, valid_docs = split_documents(documents, args.valid_fraction, args.seed)
-    if not train_docs or not valid_docs:
-        raise DataError(f"{' '.join(args.data or ['default corpus'])}: too few documents "
-                        f"({len(documents)}) for a train/valid split")
-    vocab_file = args.vocab or cached_vocab([s for d in train_docs for s in d], args.vocab_size,
-                                            args.cache_dir, do_lower_case=not args.cased)
+        path, info = default_corpus_file(args.cache_dir)
+        paths, fmt = [path], "bert"
+    vocab_file = args.vocab or corpus_vocab(paths, args.vocab_size, args.cache_dir, not args.cased,
+                                            args.vocab_sample, args.text_field, fmt)
     tokenizer = BertTokenizer(vocab_file, do_lower_case=not args.cased)
-    train = tokenize_corpus(train_docs, tokenizer, args.cache_dir)
-    valid = tokenize_corpus(valid_docs, tokenizer, args.cache_dir)
+    corpus = prepare_corpus(paths, tokenizer, args.cache_dir, args.workers, args.text_field, fmt, progress=is_main)
+    n = corpus.num_documents()
+    if n < 2:
+        raise DataError(f"{' '.join(args.data or ['default corpus'])}: too few documents ({n}) for a train/valid "
+                        "split (documents are separated by blank lines in BERT's format, by titles in WikiText; "
+                        "a plain prose file of up to 1 MB is one document; a JSONL line is one)")
+    train_ids, valid_ids = split_document_ids(n, args.valid_fraction, args.seed)
+    meta = corpus.info
+    info = dict(info, documents=meta["documents"], sentences=meta["sentences"], words=meta["words"],
+                tokens=meta["tokens"], cache=corpus.folder)
     if is_main and dist.is_initialized():
         dist.barrier()
-    return vocab_file, tokenizer, train, valid, info
-
-
-def cached_vocab(texts: list[str], vocab_size: int, cache_dir: str, do_lower_case: bool = True) -> str:
-    """A WordPiece vocabulary trained on texts, cached under cache_dir by the texts, size and casing."""
-    h = hashlib.sha256(f"{vocab_size}|{do_lower_case}\n".encode())
-    for text in texts:
-        h.update(text.encode())
-        h.update(b"\n")
-    path = os.path.join(cache_dir, f"vocab-{h.hexdigest()[:16]}.txt")
-    if not os.path.isfile(path):
-        t0 = time.time()
-        print(f"training a {vocab_size}-token WordPiece vocabulary ...", file=sys.stderr)
-        train_wordpiece_vocab(texts, vocab_size, path, do_lower_case=do_lower_case)  # writes atomically
-        print(f"vocabulary trained in {time.time() - t0:.1f}s: {path}", file=sys.stderr)
-    return path
+    return vocab_file, tokenizer, corpus.subset(train_ids), corpus.subset(valid_ids), info
 
 
 def make_optimizer(model, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
@@ -364,8 +363,10 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def most_frequent_token(corpus, tokenizer) -> int:
-    """The unigram baseline's guess: the commonest non-special token of the training corpus."""
-    counts = np.bincount(np.asarray(corpus.tokens), minlength=len(tokenizer))
+    """The unigram baseline's guess: the commonest non-special token of the corpus (counted when it was
+    prepared: the token ids are not read again)."""
+    counts = corpus.token_counts.copy() if corpus.token_counts is not None else \
+        np.bincount(np.asarray(corpus.tokens), minlength=len(tokenizer))
     counts[[tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id,
             tokenizer.sep_token_id, tokenizer.mask_token_id]] = 0
     return int(counts.argmax())
@@ -508,8 +509,10 @@ def train(args) -> int:
                    masked_lm_prob=args.mask_prob, short_seq_prob=args.short_seq_prob,
                    next_sentence=not args.no_nsp, whole_word_masking=args.whole_word_masking,
                    rank=rank, world_size=world)
-    train_data = PretrainingData(train_corpus, tokenizer, seed=args.seed, **data_kw)
-    valid_data = PretrainingData(valid_corpus, tokenizer, seed=args.seed + 1, **data_kw)
+    train_data = PretrainingData(train_corpus, tokenizer, seed=args.seed, shuffle_buffer=args.shuffle_buffer,
+                                 **data_kw)
+    valid_data = PretrainingData(valid_corpus, tokenizer, seed=args.seed + 1, shuffle_buffer=args.shuffle_buffer,
+                                 **data_kw)
     eval_start = valid_data.state_dict()
     most_frequent = most_frequent_token(train_corpus, tokenizer)
 
@@ -590,7 +593,7 @@ def train(args) -> int:
             dist.all_gather_object(gathered, rng)
             rng = gathered
         return {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "data": train_data.state_dict(), "step": step, "rng": rng, "best_valid_loss": best_valid,
+                "data": batches.state_dict(), "step": step, "rng": rng, "best_valid_loss": best_valid,
                 "config": asdict(config), "args": {k: v for k, v in vars(args).items() if k != "given"},
                 "corpus": corpus_info,
                 "vocab": open(vocab_file, encoding="utf-8").read()}
@@ -616,6 +619,7 @@ def train(args) -> int:
 
     if resume:  # last, so that nothing in the set-up draws from the restored streams
         set_rng_state(resume["rng"][rank] if distributed else resume["rng"])
+    batches = Prefetcher(train_data, args.batch_size)  # builds the next batches while the model trains
     timer = Timer()
     t_start = time.perf_counter()
     model.train()
@@ -627,7 +631,7 @@ def train(args) -> int:
             log_probes(writer, raw_model, tokenizer, 0, device)
     while step < args.steps:
         t0 = time.perf_counter()
-        micro = [to_device(train_data.next_batch(args.batch_size), device) for _ in range(args.grad_accum)]
+        micro = [to_device(batches.next_batch(), device) for _ in range(args.grad_accum)]
         # The step's MLM loss is the mean over every masked token of the global batch, however the
         # batch is split into micro-batches and processes: weight each part by its share of tokens.
         n_masked = torch.stack([b["masked_lm_weights"].sum() for b in micro])
@@ -724,6 +728,7 @@ def train(args) -> int:
             exit_code = 128 + int(stopping.item())
             break
 
+    batches.close()
     if progress:
         progress.close()
     for s, h in old_handlers.items():

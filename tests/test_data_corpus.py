@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+import corpus
 import data
 
 
@@ -155,7 +156,7 @@ def test_prose_cleaning():
         size (int): The size of the window used by the method.
     '''
     import inspect
-    sentences = data._prose_sentences(inspect.cleandoc(doc), set())
+    sentences = corpus._prose_sentences(inspect.cleandoc(doc), set())
     assert sentences == ["Compute the thing for an array.",
                          "This function computes the numpy.thing of x, see the docs.",
                          "It is fast and works well on large inputs.",

@@ -119,16 +119,15 @@ def test_sigterm_saves_and_resume_continues_exactly(run, monkeypatch, capsys):
 
     # Same run, interrupted by SIGTERM while step 5 draws its batch: it finishes step 5, saves, exits 143.
     calls = {"n": 0}
-    next_batch = train_mlm.PretrainingData.next_batch
+    next_batch = train_mlm.Prefetcher.next_batch  # the training loop takes its batches here
 
-    def next_batch_then_sigterm(self, batch_size):
-        if self.world_size == 1 and self.seed == 1337:  # the training stream, not the eval one
-            calls["n"] += 1
-            if calls["n"] == 5:
-                os.kill(os.getpid(), signal.SIGTERM)
-        return next_batch(self, batch_size)
+    def next_batch_then_sigterm(self):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return next_batch(self)
 
-    monkeypatch.setattr(train_mlm.PretrainingData, "next_batch", next_batch_then_sigterm)
+    monkeypatch.setattr(train_mlm.Prefetcher, "next_batch", next_batch_then_sigterm)
     code, split = run("--steps", "8", "--eval-interval", "4", "--viz-interval", "0", name="split")
     assert code == 128 + signal.SIGTERM
     assert "SIGTERM: stopped at step 5" in capsys.readouterr().err

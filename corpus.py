@@ -1,0 +1,551 @@
+"""
+Corpus text, streamed: files in BERT's pretraining format, WikiText, plain prose or JSONL (each also
+gzipped) and Parquet become documents of sentences; sentence splitting; the embedded default corpus.
+
+Nothing here holds a whole corpus. file_chunks reads a file in chunks of about CHUNK_BYTES, each ending
+where a document may end, and parse_chunk turns one chunk into documents: token_cache.py sends chunks
+to worker processes, read_documents parses them in-process (for corpora that fit in memory).
+"""
+
+import ast
+import glob
+import gzip
+import hashlib
+import importlib.metadata
+import importlib.util
+import inspect
+import json
+import math
+import os
+import random
+import re
+import sys
+import sysconfig
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from tokenization import DataError, write_text_atomic
+
+CHUNK_BYTES = 1 << 20  # text per chunk: a unit of work for a worker process
+MAX_DOCUMENT_BYTES = 16 * CHUNK_BYTES  # a longer document (no blank line in 16 MB) is cut at a line
+CORPUS_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".parquet")  # what folders are searched for
+FORMATS = ("bert", "wikitext", "prose", "jsonl", "parquet")
+
+# -----------------------------------------------------------------------------
+# Sentences
+
+# abbreviations after which a period does not end a sentence
+_ABBREVIATIONS = {
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "etc", "cf", "no", "vol", "fig", "figs",
+    "eq", "sec", "ch", "pp", "p", "ed", "eds", "approx", "dept", "inc", "ltd", "co", "corp", "jan", "feb",
+    "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "gen", "col", "lt", "capt", "rev"}
+_BOUNDARY_RE = re.compile(r"[.!?]+[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+_INITIALS_RE = re.compile(r"(?:[A-Za-z]\.)+")  # e.g. U.S. i.e. J.
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split prose into sentences with a regex: a sentence ends at . ! or ? (plus closing quotes or
+    brackets) followed by whitespace and an upper-case letter, digit or opening quote -- unless the
+    period ends a known abbreviation (Mr., etc., Fig.) or initials (U.S., e.g., J.). Decimals like 3.14
+    have no space after the period so never split."""
+    text = " ".join(text.split())
+    sentences, start = [], 0
+    for m in _BOUNDARY_RE.finditer(text):
+        last_word = text[start:m.start() + 1].rsplit(" ", 1)[-1]
+        if text[m.start()] == "." and (last_word[:-1].lower().lstrip("([\"'") in _ABBREVIATIONS
+                                       or _INITIALS_RE.fullmatch(last_word.lstrip("([\"'"))):
+            continue
+        sentences.append(text[start:m.end()].strip())
+        start = m.end()
+    sentences.append(text[start:].strip())
+    return [s for s in sentences if s]
+
+
+_WIKITEXT_TITLE_RE = re.compile(r" = [^=].* = ")  # ' = Title = '; sections are ' = = Section = = '
+
+
+def _wikitext_documents(lines: list[str]) -> list[list[str]]:
+    documents, doc = [], []
+    for line in lines:
+        if _WIKITEXT_TITLE_RE.fullmatch(line):
+            documents.append(doc)
+            doc = []
+        elif line.strip() and not line.strip().startswith("= "):
+            # undo WikiText's number tokenisation (1 @,@ 000 -> 1,000) and split at ' . ' style boundaries
+            line = line.replace(" @-@ ", "-").replace(" @,@ ", ",").replace(" @.@ ", ".")
+            doc.extend(s.strip() for s in re.split(r"(?<= [.!?]) (?=\S)", line.strip()))
+    documents.append(doc)
+    return documents
+
+
+def _is_sentence_per_line(lines: list[str]) -> bool:
+    """BERT's pretraining format has one sentence per line: most lines end like a sentence and
+    hardly any holds two."""
+    lines = [l for l in lines if l.strip()]
+    ends = sum(bool(re.search(r"[.!?][\"'”’)\]]*$", l.rstrip())) for l in lines)
+    multi = sum(len(split_sentences(l)) > 1 for l in lines)
+    return ends >= 0.5 * len(lines) and multi <= 0.1 * len(lines)
+
+
+# -----------------------------------------------------------------------------
+# Files and formats
+
+
+def corpus_files(paths: Iterable[str]) -> list[str]:
+    """Files, folders (every corpus file inside, recursively, sorted) and glob patterns -> corpus files.
+    A file named directly is read whatever its extension (as text unless .jsonl/.parquet, gzipped if .gz)."""
+    files = []
+    for path in paths:
+        if os.path.isfile(path):
+            files.append(path)
+        elif os.path.isdir(path):
+            found = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
+                           if f.endswith(CORPUS_SUFFIXES))
+            if not found:
+                raise DataError(f"{path}: folder has no .txt files (nor {', '.join(CORPUS_SUFFIXES[1:])})")
+            files.extend(found)
+        elif glob.has_magic(path):
+            found = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+            if not found:
+                raise DataError(f"{path}: no file matches this pattern")
+            files.extend(found)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    return files
+
+
+def detect_format(path: str, head: bytes) -> str:
+    """The format of a corpus file from its name and its first bytes: 'jsonl' (.jsonl, .jsonl.gz),
+    'parquet', else text: 'wikitext' (' = Title = ' lines), 'bert' (a sentence per line) or 'prose'."""
+    name = path[:-3] if path.endswith(".gz") else path
+    if name.endswith(".jsonl"):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    lines = head.decode("utf-8", errors="ignore").splitlines()
+    if len(head) >= CHUNK_BYTES:
+        lines = lines[:-1]  # the last line may be cut
+    if any(_WIKITEXT_TITLE_RE.fullmatch(line) for line in lines):
+        return "wikitext"
+    return "bert" if _is_sentence_per_line(lines) else "prose"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of one corpus file that holds whole documents (Parquet: a batch of rows)."""
+    path: str
+    line: int  # the number of its first line (row) in the file, from 1
+    offset: int  # of its first byte in the (decompressed) file
+    fmt: str  # one of FORMATS
+    data: bytes | list  # the text's bytes; for Parquet, the rows' texts
+    text_field: str = "text"  # JSONL key / Parquet column of the text
+    read: int = 0  # bytes of the file on disk read for it (for progress)
+
+
+_BLANK_LINE_RE = re.compile(rb"\n[ \t\r\f\v]*\n")
+
+
+def _last_boundary(buf: bytes, fmt: str) -> int:
+    """Where buf may be cut so that the next chunk starts a document (0: nowhere yet)."""
+    if fmt == "jsonl":
+        return buf.rfind(b"\n") + 1
+    if fmt == "wikitext":  # before the last title line
+        i = len(buf)
+        while (i := buf.rfind(b"\n = ", 0, i)) >= 0:
+            if buf[i + 4:i + 5] not in (b"=", b""):
+                return i + 1
+        return 0
+    i = max(buf.rfind(b"\n\n"), buf.rfind(b"\n\r\n"))  # a blank line ends a document (a paragraph)
+    if i < 0:
+        last = None
+        for last in _BLANK_LINE_RE.finditer(buf):
+            pass
+        i = last.start() if last else -1
+    if i >= 0:
+        return i + 1
+    return buf.rfind(b"\n") + 1 if fmt == "prose" else 0  # prose: every line may end a paragraph
+
+
+def _open_raw(path: str):
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def file_chunks(path: str, text_field: str = "text", chunk_bytes: int = CHUNK_BYTES,
+                fmt: str | None = None) -> Iterator[Chunk]:
+    """A corpus file as chunks of about chunk_bytes, each ending at a document boundary (a blank line in
+    BERT's format and prose, a title in WikiText, a line in JSONL). The format is detected from the first
+    chunk unless given. DataError for an empty file or a broken .gz."""
+    if path.endswith(".parquet") or fmt == "parquet":
+        yield from _parquet_chunks(path, text_field)
+        return
+    raw = _open_raw(path)
+    stream = gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+    buf, line, offset, read, has_text = b"", 1, 0, 0, False
+    with raw, stream:
+        while True:
+            try:
+                block = stream.read(chunk_bytes)
+            except (OSError, EOFError, zlib.error) as e:
+                raise DataError(f"{path}: not a readable gzip file ({e})") from None
+            if fmt is None:
+                if block.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+                    block, offset = block[3:], 3
+                fmt = detect_format(path, block)
+            buf += block
+            if not block:
+                cut = len(buf)
+            elif len(buf) < chunk_bytes:
+                continue
+            else:
+                cut = _last_boundary(buf, fmt)
+                if not cut and len(buf) >= MAX_DOCUMENT_BYTES:
+                    cut = buf.rfind(b"\n") + 1 or len(buf)
+            if cut:
+                data, buf = buf[:cut], buf[cut:]
+                has_text = has_text or bool(data.strip())
+                position = raw.tell()
+                yield Chunk(path, line, offset, fmt, data, text_field, position - read)
+                line, offset, read = line + data.count(b"\n"), offset + len(data), position
+            if not block:
+                break
+    if not has_text:
+        raise DataError(f"{path}: file is empty")
+
+
+def _parquet_chunks(path: str, text_field: str, rows: int = 2000) -> Iterator[Chunk]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet needs pyarrow, an optional dependency: pip install pyarrow") from None
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow's own errors
+        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+    names = pf.schema_arrow.names
+    if text_field not in names:
+        raise DataError(f"{path}: no column {text_field!r} (columns: {', '.join(names)}); see --text-field")
+    size, total, row = os.path.getsize(path), pf.metadata.num_rows, 1
+    if total == 0:
+        raise DataError(f"{path}: file is empty")
+    for batch in pf.iter_batches(batch_size=rows, columns=[text_field]):
+        texts = batch.column(0).to_pylist()
+        yield Chunk(path, row, 0, "parquet", texts, text_field, size * len(texts) // total)
+        row += len(texts)
+
+
+def _text_document(text: str) -> list[str]:
+    """A document given as one string (JSONL, Parquet): each line is a paragraph, split into sentences."""
+    return [s for paragraph in text.split("\n") for s in split_sentences(paragraph)]
+
+
+def _decode(chunk: Chunk) -> str:
+    try:
+        return chunk.data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = chunk.line + chunk.data.count(b"\n", 0, e.start)
+        hint = ""
+        try:
+            chunk.data.decode("gb18030")
+            hint = "; if it is GBK/GB18030 (Chinese), convert it: iconv -f gb18030 -t utf-8"
+        except UnicodeDecodeError:
+            pass
+        raise DataError(f"{chunk.path}:{line}: not valid UTF-8 ({e.reason} at byte {chunk.offset + e.start})"
+                        f"{hint}") from None
+
+
+def _jsonl_documents(chunk: Chunk, text: str) -> list[list[str]]:
+    documents = []
+    for n, line in enumerate(text.split("\n"), chunk.line):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{chunk.path}:{n}: not JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict) or chunk.text_field not in row:
+            keys = ", ".join(map(str, row)) if isinstance(row, dict) else f"a JSON {type(row).__name__}"
+            raise DataError(f"{chunk.path}:{n}: no {chunk.text_field!r} field ({keys}); see --text-field")
+        value = row[chunk.text_field]
+        if not isinstance(value, str):
+            raise DataError(f"{chunk.path}:{n}: {chunk.text_field!r} is a JSON {type(value).__name__}, not a string")
+        documents.append(_text_document(value))
+    return documents
+
+
+def parse_chunk(chunk: Chunk) -> list[list[str]]:
+    """A chunk's documents, as lists of sentences (empty ones included: callers drop them).
+    BERT's format: a sentence per line, blank lines between documents. WikiText: ' = Title = ' starts a
+    document, headings are dropped. Plain prose: split into sentences; the chunk is one document (a
+    file of up to about CHUNK_BYTES is one document; a longer one is cut at blank lines). JSONL and
+    Parquet: a document per row."""
+    if chunk.fmt == "parquet":
+        return [_text_document(t) for t in chunk.data if t]
+    text = _decode(chunk)
+    if chunk.fmt == "jsonl":
+        return _jsonl_documents(chunk, text)
+    if chunk.fmt == "wikitext":
+        return _wikitext_documents(text.splitlines())
+    blocks = [b for b in re.split(r"\n\s*\n", text) if b.strip()]
+    if chunk.fmt == "bert":
+        return [[line.strip() for line in b.splitlines() if line.strip()] for b in blocks]
+    return [[s for b in blocks for s in split_sentences(b)]]
+
+
+def read_documents(paths: list[str], text_field: str = "text") -> list[list[str]]:
+    """Documents (lists of sentences) from files, folders (all corpus files inside, sorted) or globs, in
+    memory: for a corpus of any size, token_cache.prepare_corpus streams the same chunks instead. Each
+    text file may be in BERT's pretraining format (a sentence per line, blank line between documents),
+    WikiText (' = Title = ' lines start documents, section headings are dropped) or plain prose (split
+    with split_sentences); .jsonl and .parquet hold a document per row; .gz files are read as what they
+    hold."""
+    documents = [d for f in corpus_files(paths) for c in file_chunks(f, text_field) for d in parse_chunk(c) if d]
+    if not documents:
+        raise DataError(f"{', '.join(paths)}: no sentences found")
+    return documents
+
+
+def sample_sentences(files: list[str], max_bytes: int, text_field: str = "text",
+                     fmt: str | None = None) -> Iterator[str]:
+    """Sentences from about max_bytes of the corpus spread over all of it (every k-th chunk, in file
+    order), for training a vocabulary in bounded memory and time. A .gz file counts three times its size."""
+    total = sum(os.path.getsize(f) * (3 if f.endswith(".gz") else 1) for f in files)
+    every = max(1, math.ceil(total / max_bytes))
+    n = 0
+    for f in files:
+        for chunk in file_chunks(f, text_field, fmt=fmt):
+            if n % every == 0:
+                for document in parse_chunk(chunk):
+                    yield from document
+            n += 1
+
+
+def split_documents(documents: list, valid_fraction: float, seed: int) -> tuple[list, list]:
+    """(train, valid): a deterministic random valid_fraction of the documents (at least one when
+    valid_fraction > 0 and there are two or more), both keeping the original order."""
+    if not 0 <= valid_fraction < 1:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    n_valid = min(len(documents) - 1, max(1, round(len(documents) * valid_fraction))) if valid_fraction > 0 else 0
+    held_out = set(random.Random(seed).sample(range(len(documents)), max(0, n_valid)))
+    train = [d for i, d in enumerate(documents) if i not in held_out]
+    valid = [d for i, d in enumerate(documents) if i in held_out]
+    return train, valid
+
+
+# -----------------------------------------------------------------------------
+# The embedded default corpus: real English prose that ships with Python, torch and numpy
+
+_CORPUS_FORMAT = 3  # bump when the cleaning changes, to invalidate caches
+_ADMONITIONS = {"note", "warning", "tip", "important", "caution", "hint", "attention", "danger", "seealso"}
+_SECTION_RE = re.compile(r"(args|arguments|parameters|params|keyword arguments|kwargs|returns?|yields?|raises|"
+                         r"attributes|notes?|warnings?|see also|examples?|references?|todo|shape|methods)\s*:{0,2}",
+                         re.I)
+_PARAM_HEADER_RE = re.compile(r"\*{0,2}[\w.]+(\s*,\s*\*{0,2}[\w.]+)*\s+: .*")  # numpydoc 'x, y : int'
+_GOOGLE_PARAM_RE = re.compile(r"\*{0,2}\w+ \([^)]*\):\s*")  # 'x (int): ' -> keep the description
+_FIELD_RE = re.compile(r":(\w+)([^:]*):\s*")  # ':param x: ' -> keep the description
+_BULLET_RE = re.compile(r"([-*+•]|\d+[.)]|#\.|\(\w\))\s+")
+_SIGNATURE_RE = re.compile(r"[\w.]+\(.*\)(\s*->.*)?")
+_UNDERLINE_RE = re.compile(r"([-=~*^#\"'`+_])\1{2,}")
+_TABLE_RE = re.compile(r"[+|].*|[=\- ]{3,}")
+
+
+def _prose_paragraphs(text: str) -> list[str]:
+    """reST / numpydoc / Google-style documentation -> paragraphs of prose, without code (literal blocks,
+    doctests, directives), headings, tables, parameter headers and signatures."""
+    paragraphs, para = [], []
+    para_indent, skip_indent, in_doctest = 0, None, False
+
+    def flush():
+        if para:
+            paragraphs.append(" ".join(para))
+            para.clear()
+
+    for line in text.expandtabs().splitlines():
+        s = line.strip()
+        if not s:
+            in_doctest = False
+            flush()
+            continue
+        indent = len(line) - len(line.lstrip())
+        if skip_indent is not None:
+            if indent > skip_indent:
+                continue
+            skip_indent = None
+        if in_doctest or s.startswith((">>>", "... ", "$ ")) or s == "...":
+            in_doctest = True  # the doctest's output lines run to the next blank line
+            flush()
+            continue
+        if para and para[-1].endswith(":") and indent > para_indent:
+            skip_indent = para_indent  # an indented block after 'text:' or 'text::' is a literal (code) block
+            flush()
+            continue
+        m = re.match(r"\.\. ([\w:-]+)::\s*(.*)", s)
+        if m:  # a directive: keep the text of notes and warnings, drop the others (code, math, ...)
+            flush()
+            if m.group(1).lower() not in _ADMONITIONS:
+                skip_indent = indent
+            elif m.group(2):
+                para.append(m.group(2))
+                para_indent = indent
+            continue
+        if _UNDERLINE_RE.fullmatch(s):  # a heading's underline: drop the heading too
+            if para:
+                para.pop()
+            flush()
+            continue
+        if _SECTION_RE.fullmatch(s):  # 'Args:', 'Returns' ...; the code under 'Example:' goes too
+            if s.lower().startswith("example") and s.endswith(":"):
+                skip_indent = indent
+            flush()
+            continue
+        if _TABLE_RE.fullmatch(s) or _SIGNATURE_RE.fullmatch(s) or _PARAM_HEADER_RE.fullmatch(s) \
+                or s.startswith((".. ", ":type ", ":rtype:")):
+            flush()
+            continue
+        m = _BULLET_RE.match(s) or _GOOGLE_PARAM_RE.match(s) or _FIELD_RE.match(s)
+        if m:  # a list item or field starts a paragraph of its own
+            flush()
+            s = s[m.end():]
+        if not para:
+            para_indent = indent
+        para.append(s)
+    flush()
+    return paragraphs
+
+
+_MARKUP = [
+    (re.compile(r"(?::[\w-]+)+:`~?!?([^`<]*?)\s*(?:<[^>`]*>)?`"), r"\1"),  # :func:`x` and :ref:`text <target>`
+    (re.compile(r"`([^`<]*?)\s*<[^>`]*>`_{0,2}"), r"\1"),  # `text <target>`_
+    (re.compile(r"<?https?://\S+>?"), ""),  # URLs
+    (re.compile(r"``([^`]*)``"), r"\1"),
+    (re.compile(r"`([^`]*)`_{0,2}"), r"\1"),
+    (re.compile(r"\*\*?([^*\s][^*]*?)\*\*?"), r"\1"),  # *emphasis*, **strong**
+    (re.compile(r"\s*\[(\d+|#\w*|\*)\]_?"), ""),  # footnote references
+    (re.compile(r"\|(\w+)\|"), r"\1"),  # |substitutions|
+]
+_PLAIN_WORD_RE = re.compile(r"[\"'(]?[A-Za-z][a-z'-]*[\"'),;:.!?]*")
+
+
+def _looks_like_prose(sentence: str) -> bool:
+    """At least 4 words, mostly plain words and letters, ends like a sentence."""
+    words = sentence.split()
+    if not 4 <= len(words) <= 120 or not re.search(r"[.!?][\"')]*$", sentence):
+        return False
+    if re.search(r"[\\{}=<>|]", sentence):  # math, code, markup
+        return False
+    letters = sum(c.isalpha() for c in sentence)
+    plain = sum(bool(_PLAIN_WORD_RE.fullmatch(w)) for w in words)
+    return letters >= 0.75 * (len(sentence) - len(words) + 1) and plain >= 0.6 * len(words)
+
+
+def _prose_sentences(text: str, seen: set[str]) -> list[str]:
+    sentences = []
+    for para in _prose_paragraphs(text):
+        for pattern, repl in _MARKUP:
+            para = pattern.sub(repl, para)
+        if para in seen:  # the same docstring is often repeated (overloads, re-exports)
+            continue
+        seen.add(para)
+        sentences.extend(s for s in split_sentences(para) if _looks_like_prose(s))
+    return sentences
+
+
+def _module_docstrings(path: str) -> list[str]:
+    """All docstrings of a .py file, by parsing it (never importing it: some modules have side effects)."""
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read())
+    except (SyntaxError, ValueError, RecursionError, OSError):
+        return []
+    docstrings, stack = [], [tree]
+    while stack:  # statements only, in file order: expressions hold no docstrings (and most of the nodes)
+        node = stack.pop()
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            docstrings.append(ast.get_docstring(node))
+        children = [c for field in ("body", "handlers", "orelse", "finalbody") for c in getattr(node, field, ())
+                    if isinstance(c, (ast.stmt, ast.excepthandler))]
+        stack.extend(reversed(children))
+    return [d for d in docstrings if d]
+
+
+_SKIP_DIRS = {"test", "tests", "testing", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__",
+              "turtledemo", "ensurepip", "_vendor", "vendored", "third_party"}
+
+
+def _py_files(root: str) -> list[str]:
+    files = []
+    for dirpath, dirnames, names in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        files.extend(os.path.join(dirpath, n) for n in sorted(names) if n.endswith(".py"))
+    return files
+
+
+def _package_dir(name: str) -> str | None:
+    spec = importlib.util.find_spec(name)  # finds the package without importing it
+    return list(spec.submodule_search_locations)[0] if spec and spec.submodule_search_locations else None
+
+
+def _build_default_corpus() -> tuple[list[list[str]], dict]:
+    from pydoc_data.topics import topics
+    seen: set[str] = set()
+    documents, sources = [], {}
+
+    def add(source: str, docs: Iterable[list[str]]):
+        docs = [d for d in docs if len(d) >= 2]  # next sentence prediction needs two sentences
+        documents.extend(docs)
+        sources[source] = {"documents": len(docs), "sentences": sum(map(len, docs)),
+                           "words": sum(len(s.split()) for d in docs for s in d)}
+
+    add("python_docs", (_prose_sentences(topics[k], seen) for k in sorted(topics)))
+    roots = [("stdlib", sysconfig.get_paths()["stdlib"]), ("torch", _package_dir("torch")),
+             ("numpy", _package_dir("numpy"))]
+    for source, root in roots:
+        if root:
+            add(source, ([s for doc in _module_docstrings(f) for s in _prose_sentences(inspect.cleandoc(doc), seen)]
+                         for f in _py_files(root)))
+    return documents, sources
+
+
+def _corpus_fingerprint() -> str:
+    versions = [sys.version, f"format={_CORPUS_FORMAT}"]
+    for package in ("torch", "numpy"):
+        try:
+            versions.append(f"{package}={importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{package}=none")
+    return hashlib.sha256("\n".join(versions).encode()).hexdigest()[:16]
+
+
+def default_corpus_file(cache_dir: str) -> tuple[str, dict]:
+    """The embedded default corpus as a file in BERT's pretraining format, and its info: CPython's reference
+    documentation topics (pydoc_data) and the docstrings of the standard library, torch and numpy, cleaned
+    down to prose sentences; one document per topic or module. Built once (tens of seconds) and cached
+    under cache_dir."""
+    fingerprint = _corpus_fingerprint()
+    path = os.path.join(cache_dir, f"default_corpus-{fingerprint}.txt")
+    info_path = path[:-4] + ".json"
+    if os.path.isfile(path) and os.path.isfile(info_path):
+        with open(info_path, encoding="utf-8") as f:
+            return path, dict(json.load(f), path=path)  # the cache folder may have moved
+    t0 = time.time()
+    # Said on stderr, as the vocabulary training is: the first run is otherwise silent for tens of seconds.
+    print("extracting the default corpus from the installed documentation (once) ...", file=sys.stderr)
+    documents, sources = _build_default_corpus()
+    write_text_atomic(path, "\n\n".join("\n".join(d) for d in documents) + "\n")
+    info = {"sources": sources, "documents": len(documents), "sentences": sum(map(len, documents)),
+            "words": sum(len(s.split()) for d in documents for s in d), "path": path,
+            "fingerprint": fingerprint, "build_seconds": round(time.time() - t0, 1)}
+    write_text_atomic(info_path, json.dumps(info, indent=1))
+    return path, info
+
+
+def default_corpus(cache_dir: str) -> tuple[list[list[str]], dict]:
+    """The embedded default corpus (see default_corpus_file) as documents of sentences, and its info."""
+    path, info = default_corpus_file(cache_dir)
+    with open(path, encoding="utf-8") as f:
+        documents = [d.split("\n") for d in f.read().strip("\n").split("\n\n")]
+    return documents, info

@@ -1,0 +1,403 @@
+"""
+The prepared corpus: token ids tokenised in parallel worker processes, written once into a
+memory-mapped cache keyed by the corpus files' manifest, and opened in seconds by every later run and
+every rank. (Megatron-LM's preprocess_data.py + indexed dataset, with the preparation built in.)
+
+A cache folder, cache_dir/corpus-<key>/, holds
+    tokens.bin            every token id, flat (uint16 when the vocabulary fits, else int32)
+    sentence_offsets.bin  int64, n_sentences + 1: sentence j is tokens[so[j]:so[j + 1]]
+    doc_offsets.bin       int64, n_documents + 1, in sentences
+    token_counts.npy      how often each id occurs (the unigram baseline, without reading tokens.bin)
+    meta.json             the manifest it was made from, the counts, the time it took
+The key is the files' paths, sizes and modification times, the vocabulary and the casing: nothing is
+read to find a cache, and a file changed since is prepared again. A folder is written under a
+temporary name and renamed when complete, so a crash, Ctrl-C or full disk leaves nothing a later run
+would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import deque
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from corpus import Chunk, corpus_files, file_chunks, parse_chunk, sample_sentences
+from progress import Progress
+from tokenization import BertTokenizer, DataError, train_wordpiece_vocab
+
+CACHE_FORMAT = 1  # bump when the layout or the parsing changes, to invalidate caches
+_NAMES = ("tokens", "sentence_offsets", "doc_offsets")
+
+
+# -----------------------------------------------------------------------------
+# The corpus as token ids
+
+
+class TokenizedCorpus:
+    """Documents of sentences as token ids: one flat memory-mapped array plus offsets, sentence_offsets
+    (n_sentences+1) and doc_offsets (n_docs+1, in sentence units). A subset (a train or valid split) is
+    the same arrays with doc_ids, the indices of its documents: nothing is copied."""
+
+    def __init__(self, tokens: np.ndarray, sentence_offsets: np.ndarray, doc_offsets: np.ndarray,
+                 from_cache: bool = False, doc_ids: np.ndarray | None = None, info: dict | None = None,
+                 token_counts: np.ndarray | None = None):
+        self.tokens, self.sentence_offsets, self.doc_offsets = tokens, sentence_offsets, doc_offsets
+        self.from_cache = from_cache  # True when opened from the cache without tokenising
+        self.doc_ids = doc_ids
+        self.info = info or {}
+        self.token_counts = token_counts
+        self.folder = self.info.get("folder")  # the cache folder it was opened from
+
+    def num_documents(self) -> int:
+        return len(self.doc_offsets) - 1 if self.doc_ids is None else len(self.doc_ids)
+
+    def num_tokens(self) -> int:
+        if self.doc_ids is None:
+            return len(self.tokens)
+        so, do = self.sentence_offsets, self.doc_offsets
+        return int((np.asarray(so[np.asarray(do[self.doc_ids + 1])]) - np.asarray(so[np.asarray(do[self.doc_ids])])).sum())
+
+    def document(self, i: int) -> list[np.ndarray]:
+        """The i-th document (of this subset) as a list of sentences, views into the token array."""
+        d = int(self.doc_ids[i]) if self.doc_ids is not None else i
+        so = np.asarray(self.sentence_offsets[self.doc_offsets[d]:self.doc_offsets[d + 1] + 1])
+        tokens = np.asarray(self.tokens)  # a plain ndarray view: slicing a memmap object costs more
+        return [tokens[so[j]:so[j + 1]] for j in range(len(so) - 1)]
+
+    def subset(self, doc_ids: np.ndarray) -> "TokenizedCorpus":
+        ids = np.asarray(doc_ids, dtype=np.int64)
+        if self.doc_ids is not None:
+            ids = self.doc_ids[ids]
+        return TokenizedCorpus(self.tokens, self.sentence_offsets, self.doc_offsets, self.from_cache, ids,
+                               self.info, self.token_counts)
+
+
+def split_document_ids(n_documents: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train ids, valid ids), both ascending: a deterministic random valid_fraction of the documents (at
+    least one when valid_fraction > 0 and there are two or more), chosen as split_documents chooses them,
+    without touching the documents."""
+    if not 0 <= valid_fraction < 1:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    n_valid = min(n_documents - 1, max(1, round(n_documents * valid_fraction))) if valid_fraction > 0 else 0
+    held_out = np.zeros(n_documents, dtype=bool)
+    held_out[random.Random(seed).sample(range(n_documents), max(0, n_valid))] = True
+    return np.flatnonzero(~held_out), np.flatnonzero(held_out)
+
+
+def open_prepared(folder: str) -> TokenizedCorpus:
+    """A cache folder made by prepare_corpus or tokenize_corpus, memory-mapped. DataError when a file
+    is missing or has the wrong size (a damaged cache): delete the folder to prepare it again."""
+    try:
+        with open(os.path.join(folder, "meta.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+        counts = np.load(os.path.join(folder, "token_counts.npy"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{folder}: damaged prepared corpus ({e}); delete the folder to prepare it again") from None
+    dtypes = {"tokens": np.dtype(meta["dtype"]), "sentence_offsets": np.int64, "doc_offsets": np.int64}
+    lengths = {"tokens": meta["tokens"], "sentence_offsets": meta["sentences"] + 1,
+               "doc_offsets": meta["documents"] + 1}
+    arrays = []
+    for name in _NAMES:
+        path = os.path.join(folder, name + ".bin")
+        size = lengths[name] * np.dtype(dtypes[name]).itemsize
+        if not os.path.isfile(path) or os.path.getsize(path) != size:
+            raise DataError(f"{path}: damaged prepared corpus (expected {size:,} bytes); delete {folder} to "
+                            "prepare it again")
+        arrays.append(np.memmap(path, dtype=dtypes[name], mode="r", shape=(lengths[name],)) if size
+                      else np.zeros(0, dtypes[name]))
+    return TokenizedCorpus(*arrays, from_cache=True, info=dict(meta, folder=folder), token_counts=counts)
+
+
+class _CacheWriter:
+    """Appends tokenised documents to a new cache folder under a temporary name; commit() renames it
+    into place, abort() removes it."""
+
+    def __init__(self, cache_dir: str, vocab_size: int):
+        os.makedirs(cache_dir, exist_ok=True)
+        _remove_abandoned(cache_dir)
+        self.tmp = tempfile.mkdtemp(dir=cache_dir, prefix=f".tmp-corpus-{os.getpid()}-")
+        self.dtype = np.dtype(np.uint16 if vocab_size <= 65535 else np.int32)
+        self.files = {n: open(os.path.join(self.tmp, n + ".bin"), "wb") for n in _NAMES}
+        self.files["sentence_offsets"].write(np.zeros(1, np.int64).tobytes())
+        self.files["doc_offsets"].write(np.zeros(1, np.int64).tobytes())
+        self.tokens = self.sentences = self.documents = self.words = 0
+        self.token_counts = np.zeros(vocab_size, np.int64)
+
+    def add(self, tokens: np.ndarray, sentence_lengths: np.ndarray, document_sizes: np.ndarray,
+            words: int = 0) -> None:
+        """tokens of whole documents; the length of each sentence; the number of sentences of each document."""
+        self.files["tokens"].write(np.asarray(tokens, self.dtype).tobytes())
+        self.files["sentence_offsets"].write((self.tokens + np.cumsum(sentence_lengths, dtype=np.int64)).tobytes())
+        self.files["doc_offsets"].write((self.sentences + np.cumsum(document_sizes, dtype=np.int64)).tobytes())
+        self.token_counts += np.bincount(tokens, minlength=len(self.token_counts))[:len(self.token_counts)]
+        self.tokens += len(tokens)
+        self.sentences += len(sentence_lengths)
+        self.documents += len(document_sizes)
+        self.words += words
+
+    def commit(self, folder: str, meta: dict) -> None:
+        for f in self.files.values():
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        np.save(os.path.join(self.tmp, "token_counts.npy"), self.token_counts)
+        meta = dict(meta, dtype=self.dtype.name, tokens=self.tokens, sentences=self.sentences,
+                    documents=self.documents, words=self.words)
+        with open(os.path.join(self.tmp, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1)
+        try:
+            os.replace(self.tmp, folder)  # atomic: readers see the whole folder or none of it
+        except OSError:  # another process finished the same corpus first: keep its folder
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def abort(self) -> None:
+        for f in self.files.values():
+            try:
+                f.close()
+            except OSError:
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _remove_abandoned(cache_dir: str) -> None:
+    """Temporary folders of preparations whose process is gone (killed): never trusted, only removed."""
+    for name in os.listdir(cache_dir):
+        if name.startswith(".tmp-corpus-"):
+            pid = name.split("-")[2]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(os.path.join(cache_dir, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -----------------------------------------------------------------------------
+# Preparation: stream the files, tokenise chunks in worker processes, append in order
+
+
+def _tokenize_chunk(chunk: Chunk, tokenizer: BertTokenizer | None = None) -> tuple:
+    """(file bytes read, tokens, sentence lengths, sentences per document, words) of one chunk; sentences
+    that tokenise to nothing and documents left empty are dropped."""
+    tokenizer = tokenizer or _worker_tokenizer
+    tokens: list[int] = []
+    sentence_lengths, document_sizes, words = [], [], 0
+    for document in parse_chunk(chunk):
+        n = 0
+        for sentence in document:
+            ids = tokenizer.tokenize_to_ids(sentence)
+            if ids:
+                tokens.extend(ids)
+                sentence_lengths.append(len(ids))
+                words += len(sentence.split())
+                n += 1
+        if n:
+            document_sizes.append(n)
+    dtype = np.uint16 if len(tokenizer) <= 65535 else np.int32
+    return (chunk.read, np.array(tokens, dtype=dtype), np.array(sentence_lengths, np.int64),
+            np.array(document_sizes, np.int64), words)
+
+
+_worker_tokenizer: BertTokenizer | None = None
+
+
+def _init_worker(vocab_file: str, do_lower_case: bool) -> None:
+    global _worker_tokenizer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    _worker_tokenizer = BertTokenizer(vocab_file, do_lower_case)
+
+
+def _tokenized(chunks: Iterator[Chunk], tokenizer: BertTokenizer, workers: int) -> Iterator[tuple]:
+    """_tokenize_chunk over the chunks, in order, in `workers` processes with at most 2 chunks each in
+    flight (memory stays bounded however fast the files are read)."""
+    if workers <= 1:
+        for chunk in chunks:
+            yield _tokenize_chunk(chunk, tokenizer)
+        return
+    # fork: the workers start at once and share the parent's pages; spawn where there is no fork (macOS).
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ctx.Pool(workers, _init_worker, (tokenizer.vocab_file, tokenizer.do_lower_case)) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.apply_async(_tokenize_chunk, (chunk,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _stat(path: str) -> list:
+    st = os.stat(path)
+    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+
+
+def corpus_manifest(paths: Iterable[str], text_field: str = "text", fmt: str | None = None) -> dict:
+    """What identifies a corpus without reading it: every file's absolute path, size and mtime."""
+    return {"files": [_stat(f) for f in corpus_files(paths)], "text_field": text_field, "format": fmt}
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _vocab_sha(tokenizer: BertTokenizer) -> str:
+    with open(tokenizer.vocab_file, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def default_cache_dir() -> str:
+    """Where prepared corpora, trained vocabularies and the default corpus are cached."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bert-from-scratch")
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def prepare_corpus(paths: list[str], tokenizer: BertTokenizer, cache_dir: str, workers: int | None = None,
+                   text_field: str = "text", fmt: str | None = None, progress: bool = True) -> TokenizedCorpus:
+    """The corpus in files, folders or globs, tokenised with `tokenizer` into cache_dir (once) and
+    memory-mapped. `workers` processes tokenise (default: one per CPU); the text streams through in
+    chunks and is never held whole. fmt forces a text format ('bert', 'wikitext', 'prose') instead of
+    detecting it per file. Progress goes to stderr: a bar on a terminal, a line every 10 s otherwise."""
+    manifest = corpus_manifest(paths, text_field, fmt)
+    key = _key(CACHE_FORMAT, manifest, _vocab_sha(tokenizer), tokenizer.do_lower_case)
+    folder = os.path.join(cache_dir, f"corpus-{key[:20]}")
+    if os.path.isfile(os.path.join(folder, "meta.json")):
+        return open_prepared(folder)
+    workers = workers or default_workers()
+    files = [f for f, _, _ in manifest["files"]]
+    total = sum(size for _, size, _ in manifest["files"])
+    t0 = time.perf_counter()
+    writer = None
+    bar = Progress(total, "prepare", unit="B", unit_scale=True, enabled=progress,
+                   describe=lambda done, total, s: f"{done / 1e6:,.0f}/{total / 1e6:,.0f} MB "
+                   f"({done / max(total, 1):.0%}), {done / 1e6 / max(s, 1e-9):.1f} MB/s, {writer.tokens:,} tokens")
+    try:
+        writer = _CacheWriter(cache_dir, len(tokenizer))
+        chunks = (c for f in files for c in _checked_chunks(f, manifest, text_field, fmt))
+        for read, tokens, sentence_lengths, document_sizes, words in _tokenized(chunks, tokenizer, workers):
+            writer.add(tokens, sentence_lengths, document_sizes, words)
+            bar.update(read, tokens=f"{writer.tokens:,}")
+        if writer.documents == 0:
+            raise DataError(f"{', '.join(paths)}: no sentences found")
+        seconds = time.perf_counter() - t0
+        writer.commit(folder, {"format": CACHE_FORMAT, "manifest": manifest, "vocab": tokenizer.vocab_file,
+                               "do_lower_case": tokenizer.do_lower_case, "bytes": total, "workers": workers,
+                               "seconds": round(seconds, 2)})
+    except OSError as e:  # disk full, a file vanished: say so, keep nothing
+        if writer:
+            writer.abort()
+        where = e.filename or cache_dir
+        raise DataError(f"{where}: {e.strerror or e} while preparing the corpus; nothing was kept") from None
+    except BaseException:  # bad data, Ctrl-C, a worker's error: keep nothing
+        if writer:
+            writer.abort()
+        raise
+    finally:
+        bar.close()
+    corpus = open_prepared(folder)
+    corpus.from_cache = False
+    meta = corpus.info
+    if progress:
+        print(f"prepared {meta['documents']:,} documents, {meta['sentences']:,} sentences, {meta['tokens']:,} "
+              f"tokens from {len(files)} file(s), {total / 1e6:,.1f} MB in {seconds:.1f}s "
+              f"({total / 1e6 / max(seconds, 1e-9):.1f} MB/s, {workers} worker(s)): {folder}", file=sys.stderr)
+    return corpus
+
+
+def _checked_chunks(path: str, manifest: dict, text_field: str, fmt: str | None) -> Iterator[Chunk]:
+    """The file's chunks; DataError if it changes while it is read (the cache would not match its key)."""
+    expected = next(entry for entry in manifest["files"] if entry[0] == os.path.abspath(path))
+    yield from file_chunks(path, text_field, fmt=fmt)
+    if _stat(path) != expected:
+        raise DataError(f"{path}: changed while it was being prepared; nothing was kept, run again")
+
+
+def tokenize_corpus(documents: list[list[str]], tokenizer: BertTokenizer, cache_dir: str) -> TokenizedCorpus:
+    """Documents held in memory, tokenised once and cached under cache_dir, keyed by their text, the
+    vocabulary and the casing. Sentences that tokenise to nothing and documents left empty are dropped.
+    (For files, prepare_corpus streams them instead, keyed without reading them.)"""
+    h = hashlib.sha256()
+    h.update(_vocab_sha(tokenizer).encode())
+    h.update(f"lower={tokenizer.do_lower_case}\n".encode())
+    for doc in documents:
+        h.update(("\n".join(doc) + "\n\n").encode())
+    folder = os.path.join(cache_dir, f"tokens-{h.hexdigest()[:20]}")
+    if os.path.isfile(os.path.join(folder, "meta.json")):
+        return open_prepared(folder)
+    writer = _CacheWriter(cache_dir, len(tokenizer))
+    try:
+        tokens, sentence_lengths, document_sizes = [], [], []
+        for doc in documents:
+            n = 0
+            for sentence in doc:
+                ids = tokenizer.tokenize_to_ids(sentence)
+                if ids:
+                    tokens.extend(ids)
+                    sentence_lengths.append(len(ids))
+                    n += 1
+            if n:
+                document_sizes.append(n)
+        writer.add(np.array(tokens, dtype=writer.dtype), np.array(sentence_lengths, np.int64),
+                   np.array(document_sizes, np.int64))
+        writer.commit(folder, {"format": CACHE_FORMAT, "vocab": tokenizer.vocab_file,
+                               "do_lower_case": tokenizer.do_lower_case})
+    except BaseException:
+        writer.abort()
+        raise
+    corpus = open_prepared(folder)
+    corpus.from_cache = False
+    return corpus
+
+
+# -----------------------------------------------------------------------------
+# Vocabularies, cached
+
+
+def cached_vocab(texts: Iterable[str], vocab_size: int, cache_dir: str, do_lower_case: bool = True) -> str:
+    """A WordPiece vocabulary trained on texts (held in memory), cached under cache_dir by the texts, size
+    and casing."""
+    texts = list(texts)
+    h = hashlib.sha256(f"{vocab_size}|{do_lower_case}\n".encode())
+    for text in texts:
+        h.update(text.encode())
+        h.update(b"\n")
+    return _train_cached(texts, vocab_size, os.path.join(cache_dir, f"vocab-{h.hexdigest()[:16]}.txt"), do_lower_case)
+
+
+def corpus_vocab(paths: list[str], vocab_size: int, cache_dir: str, do_lower_case: bool = True,
+                 sample_mb: float = 50, text_field: str = "text", fmt: str | None = None) -> str:
+    """A WordPiece vocabulary trained on about sample_mb MB of the corpus files, spread over all of them
+    (corpus.sample_sentences), in bounded memory; cached by the files' manifest, size, casing and sample."""
+    key = _key(corpus_manifest(paths, text_field, fmt), vocab_size, do_lower_case, sample_mb)
+    path = os.path.join(cache_dir, f"vocab-{key[:16]}.txt")
+    files = corpus_files(paths)
+    return _train_cached(sample_sentences(files, int(sample_mb * 1e6), text_field, fmt), vocab_size, path,
+                         do_lower_case)
+
+
+def _train_cached(texts: Iterable[str], vocab_size: int, path: str, do_lower_case: bool) -> str:
+    if not os.path.isfile(path):
+        t0 = time.time()
+        print(f"training a {vocab_size}-token WordPiece vocabulary ...", file=sys.stderr)
+        train_wordpiece_vocab(texts, vocab_size, path, do_lower_case=do_lower_case)  # writes atomically
+        print(f"vocabulary trained in {time.time() - t0:.1f}s: {path}", file=sys.stderr)
+    return path
