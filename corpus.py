@@ -157,14 +157,15 @@ def _last_boundary(buf: bytes, fmt: str) -> int:
             if buf[i + 4:i + 5] not in (b"=", b""):
                 return i + 1
         return 0
-    i = max(buf.rfind(b"\n\n"), buf.rfind(b"\n\r\n"))  # a blank line ends a document (a paragraph)
-    if i < 0:
+    # after a blank line: it ends a document (BERT's format) or a paragraph (prose)
+    end = max(buf.rfind(b"\n\n") + 2, buf.rfind(b"\n\r\n") + 3)
+    if end < 3:
         last = None
         for last in _BLANK_LINE_RE.finditer(buf):
             pass
-        i = last.start() if last else -1
-    if i >= 0:
-        return i + 1
+        end = last.end() if last else 0
+    if end:
+        return end
     return buf.rfind(b"\n") + 1 if fmt == "prose" else 0  # prose: every line may end a paragraph
 
 
