@@ -7,6 +7,7 @@ A cache folder, cache_dir/corpus-<key>/, holds
     tokens.bin            every token id, flat (uint16 when the vocabulary fits, else int32)
     sentence_offsets.bin  int64, n_sentences + 1: sentence j is tokens[so[j]:so[j + 1]]
     doc_offsets.bin       int64, n_documents + 1, in sentences
+    doc_token_offsets.bin int64, n_documents + 1, in tokens (a split's size without reading the rest)
     token_counts.npy      how often each id occurs (the unigram baseline, without reading tokens.bin)
     meta.json             the manifest it was made from, the counts, the time it took
 The key is the files' paths, sizes and modification times, the vocabulary and the casing: nothing is
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import multiprocessing
 import os
 import random
@@ -36,8 +38,8 @@ from corpus import Chunk, corpus_files, file_chunks, parse_chunk, sample_sentenc
 from progress import Progress
 from tokenization import BertTokenizer, DataError, train_wordpiece_vocab
 
-CACHE_FORMAT = 1  # bump when the layout or the parsing changes, to invalidate caches
-_NAMES = ("tokens", "sentence_offsets", "doc_offsets")
+CACHE_FORMAT = 2  # bump when the layout or the parsing changes, to invalidate caches
+_NAMES = ("tokens", "sentence_offsets", "doc_offsets", "doc_token_offsets")
 
 
 # -----------------------------------------------------------------------------
@@ -50,14 +52,18 @@ class TokenizedCorpus:
     the same arrays with doc_ids, the indices of its documents: nothing is copied."""
 
     def __init__(self, tokens: np.ndarray, sentence_offsets: np.ndarray, doc_offsets: np.ndarray,
-                 from_cache: bool = False, doc_ids: np.ndarray | None = None, info: dict | None = None,
-                 token_counts: np.ndarray | None = None):
+                 doc_token_offsets: np.ndarray | None = None, from_cache: bool = False,
+                 doc_ids: np.ndarray | None = None, info: dict | None = None, token_counts: np.ndarray | None = None):
         self.tokens, self.sentence_offsets, self.doc_offsets = tokens, sentence_offsets, doc_offsets
+        if doc_token_offsets is None:
+            doc_token_offsets = np.asarray(sentence_offsets)[np.asarray(doc_offsets)]
+        self.doc_token_offsets = doc_token_offsets
         self.from_cache = from_cache  # True when opened from the cache without tokenising
         self.doc_ids = doc_ids
         self.info = info or {}
         self.token_counts = token_counts
         self.folder = self.info.get("folder")  # the cache folder it was opened from
+        self._fds: dict[str, int] = {}  # name -> file descriptor, for _read
 
     def num_documents(self) -> int:
         return len(self.doc_offsets) - 1 if self.doc_ids is None else len(self.doc_ids)
@@ -65,22 +71,38 @@ class TokenizedCorpus:
     def num_tokens(self) -> int:
         if self.doc_ids is None:
             return len(self.tokens)
-        so, do = self.sentence_offsets, self.doc_offsets
-        return int((np.asarray(so[np.asarray(do[self.doc_ids + 1])]) - np.asarray(so[np.asarray(do[self.doc_ids])])).sum())
+        offsets = np.asarray(self.doc_token_offsets)
+        return int((offsets[self.doc_ids + 1] - offsets[self.doc_ids]).sum())
 
     def document(self, i: int) -> list[np.ndarray]:
-        """The i-th document (of this subset) as a list of sentences, views into the token array."""
+        """The i-th document (of this subset) as a list of sentences (token id arrays)."""
         d = int(self.doc_ids[i]) if self.doc_ids is not None else i
-        so = np.asarray(self.sentence_offsets[self.doc_offsets[d]:self.doc_offsets[d + 1] + 1])
-        tokens = np.asarray(self.tokens)  # a plain ndarray view: slicing a memmap object costs more
+        s0, s1 = int(self.doc_offsets[d]), int(self.doc_offsets[d + 1])
+        so = self._read("sentence_offsets", s0, s1 + 1)
+        tokens = self._read("tokens", int(so[0]), int(so[-1]))
+        so = so - so[0]
         return [tokens[so[j]:so[j + 1]] for j in range(len(so) - 1)]
+
+    def _read(self, name: str, start: int, stop: int) -> np.ndarray:
+        """array[start:stop] of a cache file, read with pread when the corpus was opened from the cache.
+        Training reads documents at random all over the corpus: through the memory map, every page it
+        touches (and the kernel maps 16 around each) would stay resident, so a process's memory would
+        grow with the corpus. Read calls leave the pages in the page cache, counted nowhere."""
+        array = getattr(self, name)
+        fd = self._fds.get(name)
+        if fd is None:
+            return np.asarray(array[start:stop])
+        size = array.dtype.itemsize
+        return np.frombuffer(os.pread(fd, (stop - start) * size, start * size), dtype=array.dtype)
 
     def subset(self, doc_ids: np.ndarray) -> "TokenizedCorpus":
         ids = np.asarray(doc_ids, dtype=np.int64)
         if self.doc_ids is not None:
             ids = self.doc_ids[ids]
-        return TokenizedCorpus(self.tokens, self.sentence_offsets, self.doc_offsets, self.from_cache, ids,
-                               self.info, self.token_counts)
+        subset = TokenizedCorpus(self.tokens, self.sentence_offsets, self.doc_offsets, self.doc_token_offsets,
+                                 self.from_cache, ids, self.info, self.token_counts)
+        subset._fds = self._fds
+        return subset
 
 
 def split_document_ids(n_documents: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,9 +126,10 @@ def open_prepared(folder: str) -> TokenizedCorpus:
         counts = np.load(os.path.join(folder, "token_counts.npy"))
     except (OSError, ValueError) as e:
         raise DataError(f"{folder}: damaged prepared corpus ({e}); delete the folder to prepare it again") from None
-    dtypes = {"tokens": np.dtype(meta["dtype"]), "sentence_offsets": np.int64, "doc_offsets": np.int64}
+    dtypes = {"tokens": np.dtype(meta["dtype"]), "sentence_offsets": np.int64, "doc_offsets": np.int64,
+              "doc_token_offsets": np.int64}
     lengths = {"tokens": meta["tokens"], "sentence_offsets": meta["sentences"] + 1,
-               "doc_offsets": meta["documents"] + 1}
+               "doc_offsets": meta["documents"] + 1, "doc_token_offsets": meta["documents"] + 1}
     arrays = []
     for name in _NAMES:
         path = os.path.join(folder, name + ".bin")
@@ -114,9 +137,19 @@ def open_prepared(folder: str) -> TokenizedCorpus:
         if not os.path.isfile(path) or os.path.getsize(path) != size:
             raise DataError(f"{path}: damaged prepared corpus (expected {size:,} bytes); delete {folder} to "
                             "prepare it again")
-        arrays.append(np.memmap(path, dtype=dtypes[name], mode="r", shape=(lengths[name],)) if size
-                      else np.zeros(0, dtypes[name]))
-    return TokenizedCorpus(*arrays, from_cache=True, info=dict(meta, folder=folder), token_counts=counts)
+        arrays.append(_memmap(path, dtypes[name], lengths[name]) if size else np.zeros(0, dtypes[name]))
+    corpus = TokenizedCorpus(*arrays, from_cache=True, info=dict(meta, folder=folder), token_counts=counts)
+    for name in ("tokens", "sentence_offsets"):
+        if len(getattr(corpus, name)):
+            corpus._fds[name] = os.open(os.path.join(folder, name + ".bin"), os.O_RDONLY)
+    return corpus
+
+
+def _memmap(path: str, dtype, length: int) -> np.memmap:
+    array = np.memmap(path, dtype=dtype, mode="r", shape=(length,))
+    if hasattr(mmap, "MADV_RANDOM"):  # random reads: no read-ahead of the pages around each one
+        array._mmap.madvise(mmap.MADV_RANDOM)
+    return array
 
 
 class _CacheWriter:
@@ -129,8 +162,8 @@ class _CacheWriter:
         self.tmp = tempfile.mkdtemp(dir=cache_dir, prefix=f".tmp-corpus-{os.getpid()}-")
         self.dtype = np.dtype(np.uint16 if vocab_size <= 65535 else np.int32)
         self.files = {n: open(os.path.join(self.tmp, n + ".bin"), "wb") for n in _NAMES}
-        self.files["sentence_offsets"].write(np.zeros(1, np.int64).tobytes())
-        self.files["doc_offsets"].write(np.zeros(1, np.int64).tobytes())
+        for name in _NAMES[1:]:
+            self.files[name].write(np.zeros(1, np.int64).tobytes())
         self.tokens = self.sentences = self.documents = self.words = 0
         self.token_counts = np.zeros(vocab_size, np.int64)
 
@@ -140,6 +173,9 @@ class _CacheWriter:
         self.files["tokens"].write(np.asarray(tokens, self.dtype).tobytes())
         self.files["sentence_offsets"].write((self.tokens + np.cumsum(sentence_lengths, dtype=np.int64)).tobytes())
         self.files["doc_offsets"].write((self.sentences + np.cumsum(document_sizes, dtype=np.int64)).tobytes())
+        sentence_ends = np.cumsum(sentence_lengths, dtype=np.int64)
+        document_ends = sentence_ends[np.cumsum(document_sizes, dtype=np.int64) - 1] if len(document_sizes) else sentence_ends[:0]
+        self.files["doc_token_offsets"].write((self.tokens + document_ends).tobytes())
         self.token_counts += np.bincount(tokens, minlength=len(self.token_counts))[:len(self.token_counts)]
         self.tokens += len(tokens)
         self.sentences += len(sentence_lengths)

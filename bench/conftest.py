@@ -33,6 +33,8 @@ def pytest_addoption(parser):
     # On a machine shared with other jobs, torch's threads spin-wait for each other whenever one
     # of them is descheduled: a 2-thread step can take 4x longer than a 1-thread one. Pinning the
     # thread count (usually to 1) keeps such numbers repeatable; say so when quoting them.
+    parser.addoption("--bench-corpus-mb", default="2",
+                     help="comma-separated corpus sizes in MB for bench/test_corpus_scale.py (README: 100,1000)")
     parser.addoption("--bench-threads", type=int, default=None,
                      help="torch.set_num_threads for the whole run (default: torch's choice)")
 

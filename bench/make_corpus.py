@@ -38,10 +38,22 @@ def _vary(words: list[str], rng: random.Random, pool: list[str]) -> list[str]:
     return words[:i] + [w] + words[i + 1:]
 
 
-def documents(target_bytes: int, seed: int = 0, cache_dir: str | None = None):
-    """Documents (lists of sentences) of about target_bytes of text in all."""
+def source_sentences(small: bool = False, cache_dir: str | None = None) -> list[str]:
+    """The embedded corpus's sentences (731k words; extracted once, in about 20 s), or, small, only
+    those of CPython's documentation topics (37k words, at once): enough for a smoke run."""
+    if small:
+        from pydoc_data.topics import topics
+
+        from corpus import _prose_sentences
+        seen: set[str] = set()
+        return [s for k in sorted(topics) for s in _prose_sentences(topics[k], seen)]
     source, _ = default_corpus(cache_dir or default_cache_dir())
-    sentences = [s for d in source for s in d]
+    return [s for d in source for s in d]
+
+
+def documents(target_bytes: int, seed: int = 0, cache_dir: str | None = None, small: bool = False):
+    """Documents (lists of sentences) of about target_bytes of text in all."""
+    sentences = source_sentences(small, cache_dir)
     pool = [w for s in sentences[:20000] for w in s.split() if w.isalpha() and len(w) > 3]
     rng = random.Random(seed)
     written = 0
@@ -58,13 +70,14 @@ def documents(target_bytes: int, seed: int = 0, cache_dir: str | None = None):
 
 def write_corpus(out: str, mb: float, files: int = 1, jsonl: bool = False, seed: int = 0,
                  cache_dir: str | None = None) -> list[str]:
-    """Write about `mb` MB (of text, before compression) to `out` (a file, or a folder of `files` files)."""
+    """Write about `mb` MB (of text, before compression) to `out` (a file, or a folder of `files` files).
+    Below 10 MB the sentences come from the documentation topics alone (see source_sentences)."""
     target = int(mb * 1e6)
     paths = [out] if files == 1 else [os.path.join(out, f"part-{i:03d}" + (".jsonl" if jsonl else ".txt"))
                                       for i in range(files)]
     if files > 1:
         os.makedirs(out, exist_ok=True)
-    docs = documents(target, seed, cache_dir)
+    docs = documents(target, seed, cache_dir, small=mb < 10)
     for k, path in enumerate(paths):
         opener = gzip.open if path.endswith(".gz") else open
         share = target // files + (target % files if k == files - 1 else 0)

@@ -114,6 +114,21 @@ def main(path: str) -> None:
         print("### AdamW step on mini/30522's 11.3M parameters (ms)\n")
         print(table(["device", "default", "fused", "speedup"], rows) + "\n")
 
+    corpus = groups["corpus"]
+    rows = []
+    for size in sorted({i["corpus_mb"] for i in corpus}):
+        prep = {i["workers"]: i for i in corpus if i["what"] == "prepare" and i["corpus_mb"] == size}
+        runs = {i["start"]: i for i in corpus if i["what"] == "pretraining start" and i["corpus_mb"] == size}
+        cold, warm = runs.get("cold", {}), runs.get("warm", {})
+        rows.append([f"{size:,g} MB", prep.get(1, {}).get("mb_per_s"), prep.get(2, {}).get("mb_per_s"),
+                     ratio(prep.get(2, {}).get("speedup_vs_1_worker")), cold.get("first_step_s"),
+                     warm.get("first_step_s"), cold.get("peak_pss_mb"), warm.get("peak_pss_mb"),
+                     warm.get("tokens_per_s")])
+    if rows:
+        print("### Corpus scale: preparation, and `train_mlm.py --data X --steps 20` (tiny)\n")
+        print(table(["corpus", "prepare MB/s, 1 worker", "2 workers", "speedup", "first step s, cold",
+                     "warm", "peak MB (PSS, all processes), cold", "warm", "train tok/s"], rows) + "\n")
+
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

@@ -127,6 +127,10 @@ def test_prepare_matches_in_memory_tokenisation_with_any_number_of_workers(files
         assert np.array_equal(c.sentence_offsets, reference.sentence_offsets)
         assert np.array_equal(c.doc_offsets, reference.doc_offsets)
         assert np.array_equal(c.token_counts, np.bincount(reference.tokens, minlength=len(tokenizer)))
+        assert np.array_equal(c.doc_token_offsets, np.asarray(c.sentence_offsets)[np.asarray(c.doc_offsets)])
+        part = c.subset(np.array([3, 100, 359]))
+        assert part.num_tokens() == sum(len(s) for i in range(3) for s in part.document(i))
+        assert [s.tolist() for s in part.document(1)] == [s.tolist() for s in c.document(100)]
     assert one.info["documents"] == 360 and one.info["words"] == sum(len(s.split()) for d in docs for s in d)
 
 

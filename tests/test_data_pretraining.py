@@ -365,3 +365,86 @@ def test_instances_match_google_reference(corpus, tokenizer):
         data.truncate_seq_pair(a, b, 125, random.Random(la))
         reference_truncate_seq_pair(ra, rb, 125, random.Random(la))
         assert (a, b) == (ra, rb)
+
+
+# -----------------------------------------------------------------------------
+# The lazy stream: instances per document as the stream reaches it, shuffled within bounded blocks
+
+
+def instance_key(instance):
+    tokens, len_a, label = instance
+    return tuple(tokens.tolist()), len_a, label
+
+
+def test_blocks_only_reorder_the_epoch(corpus, tokenizer):
+    """Whatever the shuffle buffer, an epoch holds the same instances (each document's are made with its
+    own RNG); a small buffer bounds the instances held at once."""
+    whole = data.PretrainingData(corpus, tokenizer, max_seq_length=64, seed=13, shuffle_buffer=10 ** 9)
+    small = data.PretrainingData(corpus, tokenizer, max_seq_length=64, seed=13, shuffle_buffer=50)
+    for epoch in (0, 1):
+        a, b = whole._epoch_instances(epoch), small._epoch_instances(epoch)
+        assert sorted(map(instance_key, a)) == sorted(map(instance_key, b))
+        assert [instance_key(i) for i in a] != [instance_key(i) for i in b]  # but in another order
+    import random
+    for _ in range(40):
+        small.next_batch(32)
+        epoch, start = small._block_key
+        end = small._block_end
+        last = small._create_instances_from_document(int(small._document_order(epoch)[end - 1]),
+                                                     random.Random(f"13/{epoch}/{end - 1}"))
+        # a block stops taking documents once it holds shuffle_buffer instances
+        assert len(small._block) - len(last) < 50 and (end == corpus.num_documents() or len(small._block) >= 50)
+    # every document's instances are in the epoch: NSP A segments come from every document
+    docs_seen = {doc_of(int(t[1])) for t, _, _ in small._epoch_instances(0)}
+    assert docs_seen == set(range(corpus.num_documents()))
+
+
+def test_resume_mid_block_and_across_epochs_with_small_blocks(corpus, tokenizer):
+    small = make_corpus([[s.tolist() for s in corpus.document(i)] for i in range(30)])
+    kw = dict(max_seq_length=64, seed=14, shuffle_buffer=7)
+    pd = data.PretrainingData(small, tokenizer, **kw)
+    n_epoch = len(pd._epoch_instances(0))
+    states, batches_seen = [], []
+    for _ in range(3 * n_epoch // 10):
+        states.append(pd.state_dict())
+        batches_seen.append(pd.next_batch(10))
+    assert len({s["block"] for s in states}) > 5 and max(s["epoch"] for s in states) >= 2
+    for k in (1, 7, len(states) // 2, len(states) - 3):
+        resumed = data.PretrainingData(small, tokenizer, **kw)
+        resumed.load_state_dict(states[k])
+        for want in batches_seen[k:k + 3]:
+            got = resumed.next_batch(10)
+            assert all(torch.equal(want[key], got[key]) for key in want), k
+
+
+def test_a_state_saved_by_the_epoch_list_stream_resumes_at_its_count(corpus, tokenizer):
+    """Checkpoints of the earlier whole-epoch stream hold only (epoch, cursor, seed): the stream goes on
+    from the same number of instances into that epoch."""
+    pd = data.PretrainingData(corpus, tokenizer, max_seq_length=64, seed=15, shuffle_buffer=40)
+    for _ in range(5):
+        pd.next_batch(16)
+    old = data.PretrainingData(corpus, tokenizer, max_seq_length=64, seed=15, shuffle_buffer=40)
+    old.load_state_dict({"epoch": 0, "cursor": 80, "seed": 15})
+    assert old.state_dict() == pd.state_dict()
+    assert torch.equal(old.next_batch(16)["input_ids"], pd.next_batch(16)["input_ids"])
+
+
+def test_prefetcher_gives_the_same_batches_and_the_consumed_position(corpus, tokenizer):
+    kw = dict(max_seq_length=64, seed=16, shuffle_buffer=30)
+    direct = data.PretrainingData(corpus, tokenizer, **kw)
+    ahead = data.Prefetcher(data.PretrainingData(corpus, tokenizer, **kw), 8, depth=3)
+    try:
+        for _ in range(12):
+            want, got = direct.next_batch(8), ahead.next_batch()
+            assert all(torch.equal(want[k], got[k]) for k in want)
+            time.sleep(0.01)  # let the thread run ahead
+            assert ahead.state_dict() == direct.state_dict()  # not the position of the batches made ahead
+            assert ahead.data.cursor > direct.cursor or ahead.data.epoch > direct.epoch
+    finally:
+        ahead.close()
+    broken = data.PretrainingData(corpus, tokenizer, **kw)
+    broken.next_batch = lambda batch_size: 1 / 0
+    failing = data.Prefetcher(broken, 8)
+    with pytest.raises(ZeroDivisionError):
+        failing.next_batch()
+    failing.close()

@@ -142,6 +142,34 @@ def test_sigterm_saves_and_resume_continues_exactly(run, monkeypatch, capsys):
     assert scalars(split, "Optim/lr") == pytest.approx(scalars(straight, "Optim/lr"))
 
 
+def test_resume_across_blocks_of_the_lazy_stream_continues_exactly(run, monkeypatch):
+    """Blocks of 8 instances (2 steps): the run crosses blocks before and after the stop (Ctrl-C)."""
+    flags = ("--steps", "24", "--eval-interval", "12", "--viz-interval", "0", "--shuffle-buffer", "8",
+             "--save-interval", "100")
+    assert run(*flags, name="straight")[0] == 0
+    calls = {"n": 0}
+    next_batch = train_mlm.Prefetcher.next_batch
+
+    def next_batch_then_sigint(self):
+        calls["n"] += 1
+        if calls["n"] == 13:
+            os.kill(os.getpid(), signal.SIGINT)
+        return next_batch(self)
+
+    monkeypatch.setattr(train_mlm.Prefetcher, "next_batch", next_batch_then_sigint)
+    code, split = run(*flags, name="split")
+    assert code == 130
+    state = torch.load(split / "checkpoints" / "step_0000013.pt", weights_only=False)["data"]
+    assert state["block"] > 0 and 0 < state["index"] and state["cursor"] == 13 * 4  # mid-block, 52 instances in
+    monkeypatch.undo()
+    assert train_mlm.main(["--resume", str(split), "--no-progress"]) == 0
+    straight = scalars(split.parent / "straight", "Loss/train")
+    resumed = scalars(split, "Loss/train")
+    assert sorted(resumed) == list(range(1, 25))
+    assert [resumed[s] for s in range(14, 25)] == pytest.approx([straight[s] for s in range(14, 25)], abs=1e-6)
+    assert scalars(split, "Loss/valid")[24] == pytest.approx(scalars(split.parent / "straight", "Loss/valid")[24], abs=1e-6)
+
+
 def test_resuming_a_run_saved_before_decay_existed_keeps_berts_schedule(run):
     code, run_dir = run("--steps", "4", "--warmup", "2", "--decay", "1", "--viz-interval", "0", "--save-interval", "4")
     assert code == 0
