@@ -201,9 +201,10 @@ def build_config(args, vocab_size: int) -> BertConfig:
 
 
 def prepare_data(args, is_main: bool) -> tuple:
-    """Corpus -> (vocab file, tokenizer, train corpus, valid corpus, corpus info). Rank 0 prepares the
-    caches (vocabulary, token ids) first; the other ranks then only open them: every rank memory-maps
-    the same token ids, so no rank holds the corpus."""
+    """Corpus -> (vocab file, tokenizer, train corpus, valid corpus, corpus info). Under torchrun the
+    first process of each machine (LOCAL_RANK 0) prepares the caches (vocabulary, token ids) while the
+    others wait, then they only open them: every rank reads the same files, none holds the corpus.
+    is_main: this process prepares (and reports progress)."""
     if not is_main:
         dist.barrier()
     if args.data:
@@ -500,7 +501,8 @@ def train(args) -> int:
     torch.manual_seed(args.seed)
 
     # --- data, vocabulary, model
-    vocab_file, tokenizer, train_corpus, valid_corpus, corpus_info = prepare_data(args, is_main)
+    is_local_main = int(os.environ.get("LOCAL_RANK", 0)) == 0
+    vocab_file, tokenizer, train_corpus, valid_corpus, corpus_info = prepare_data(args, is_local_main)
     config = build_config(args, len(tokenizer))
     if resume and resume["vocab"] != open(vocab_file, encoding="utf-8").read():
         raise CheckpointError(f"{args.resume}: the checkpoint's vocabulary differs from {vocab_file}")

@@ -268,12 +268,17 @@ def test_bad_input_is_one_clear_line(run, tmp_path, capsys):
 
 
 def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
-    """torchrun with 2 gloo processes of batch 4 == 1 process of batch 8 (no dropout)."""
+    """torchrun with 2 gloo processes of batch 4 == 1 process of batch 8 (no dropout), on a corpus
+    prepared by prepare_data.py."""
     common = ["--data", str(corpus), "--config", "tiny", "--hidden", "32", "--heads", "2", "--seq-len", "32",
               "--vocab-size", "300", "--max-predictions", "5", "--eval-batches", "2", "--steps", "3",
               "--dropout", "0", "--viz-interval", "0", "--eval-interval", "3", "--log-interval", "1",
               "--no-progress", "--cache-dir", str(corpus.parent / "cache"), "--out-dir", str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    prepared = subprocess.run([sys.executable, "prepare_data.py", "--data", str(corpus), "--vocab-size", "300",
+                               "--cache-dir", str(corpus.parent / "cache")], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert prepared.returncode == 0, prepared.stderr
     one = subprocess.run([sys.executable, "train_mlm.py", *common, "--batch-size", "8", "--run-name", "one"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
@@ -282,6 +287,7 @@ def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr
     assert "4 x 1 accum x 2 processes = 8 sequences" in two.stdout
+    assert "prepared " not in one.stderr + two.stderr  # both opened the prepared corpus
     a, b = scalars(tmp_path / "one", "Loss/train"), scalars(tmp_path / "two", "Loss/train")
     assert sorted(a) == sorted(b) == [1, 2, 3]
     for step in a:
