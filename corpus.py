@@ -31,7 +31,8 @@ from tokenization import DataError, write_text_atomic
 CHUNK_BYTES = 1 << 20  # text per chunk: a unit of work for a worker process
 MAX_DOCUMENT_BYTES = 16 * CHUNK_BYTES  # a longer document (no blank line in 16 MB) is cut at a line
 CORPUS_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".parquet")  # what folders are searched for
-FORMATS = ("bert", "wikitext", "prose", "jsonl", "parquet")
+FORMATS = ("bert", "wikitext", "paragraphs", "prose", "jsonl", "parquet")
+PARAGRAPHS_PER_DOCUMENT = 10  # a file with a paragraph per line and no blank lines: its documents
 
 # -----------------------------------------------------------------------------
 # Sentences
@@ -45,12 +46,32 @@ _BOUNDARY_RE = re.compile(r"[.!?]+[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])"
 _INITIALS_RE = re.compile(r"(?:[A-Za-z]\.)+")  # e.g. U.S. i.e. J.
 
 
+# Chinese, Japanese and Korean text, and the full-width forms of ASCII
+_CJK = "\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+_CLOSERS = "\"'”’)\\]）」』》〉】〕］｝"
+# An East Asian sentence ends at 。！？； (full-width), ｡ (half-width), an ellipsis after CJK text, or
+# ASCII ! ? next to CJK text, then any closing quotes or brackets; no space or capital need follow.
+_CJK_BOUNDARY_RE = re.compile(rf"(?:[。｡！？；]+|(?<=[{_CJK}])[…⋯!?]+|[!?]+(?=[{_CLOSERS}]*\s?[{_CJK}]))[{_CLOSERS}]*")
+_SENTENCE_END_RE = re.compile(rf"(?:[.!?。｡！？；]|(?<=[{_CJK}])[…⋯])[{_CLOSERS}]*$")
+
+
 def split_sentences(text: str) -> list[str]:
-    """Split prose into sentences with a regex: a sentence ends at . ! or ? (plus closing quotes or
-    brackets) followed by whitespace and an upper-case letter, digit or opening quote -- unless the
-    period ends a known abbreviation (Mr., etc., Fig.) or initials (U.S., e.g., J.). Decimals like 3.14
-    have no space after the period so never split."""
+    """Split prose into sentences with regexes. Chinese and Japanese: a sentence ends at 。！？； (or
+    ｡, an ellipsis after CJK text, or ! ? next to it) plus closing quotes or brackets. Latin script: at
+    . ! or ? (plus closing quotes or brackets) followed by whitespace and an upper-case letter, digit or
+    opening quote -- unless the period ends a known abbreviation (Mr., etc., Fig.) or initials (U.S.,
+    e.g., J.). Decimals like 3.14 have no space after the period so never split. Text without East Asian
+    punctuation is split by the Latin rule alone."""
     text = " ".join(text.split())
+    pieces, start = [], 0
+    for m in _CJK_BOUNDARY_RE.finditer(text):
+        pieces.append(text[start:m.end()])
+        start = m.end()
+    pieces.append(text[start:])
+    return [s for piece in pieces for s in _split_latin(piece.strip())]
+
+
+def _split_latin(text: str) -> list[str]:
     sentences, start = [], 0
     for m in _BOUNDARY_RE.finditer(text):
         last_word = text[start:m.start() + 1].rsplit(" ", 1)[-1]
@@ -84,9 +105,17 @@ def _is_sentence_per_line(lines: list[str]) -> bool:
     """BERT's pretraining format has one sentence per line: most lines end like a sentence and
     hardly any holds two."""
     lines = [l for l in lines if l.strip()]
-    ends = sum(bool(re.search(r"[.!?][\"'”’)\]]*$", l.rstrip())) for l in lines)
+    ends = sum(bool(_SENTENCE_END_RE.search(l.rstrip())) for l in lines)
     multi = sum(len(split_sentences(l)) > 1 for l in lines)
     return ends >= 0.5 * len(lines) and multi <= 0.1 * len(lines)
+
+
+def _is_paragraph_per_line(lines: list[str]) -> bool:
+    """A paragraph per line, no blank lines (the common form of Chinese corpora): most lines end like a
+    sentence, and hardly any line is blank (hard-wrapped prose ends most lines mid-sentence)."""
+    full = [l for l in lines if l.strip()]
+    ends = sum(bool(_SENTENCE_END_RE.search(l.rstrip())) for l in full)
+    return len(full) >= 2 and len(lines) - len(full) <= 0.01 * len(lines) and ends >= 0.5 * len(full)
 
 
 # -----------------------------------------------------------------------------
@@ -118,7 +147,8 @@ def corpus_files(paths: Iterable[str]) -> list[str]:
 
 def detect_format(path: str, head: bytes) -> str:
     """The format of a corpus file from its name and its first bytes: 'jsonl' (.jsonl, .jsonl.gz),
-    'parquet', else text: 'wikitext' (' = Title = ' lines), 'bert' (a sentence per line) or 'prose'."""
+    'parquet', else text: 'wikitext' (' = Title = ' lines), 'bert' (a sentence per line), 'paragraphs' (a
+    paragraph per line, no blank lines) or 'prose'."""
     name = path[:-3] if path.endswith(".gz") else path
     if name.endswith(".jsonl"):
         return "jsonl"
@@ -129,7 +159,9 @@ def detect_format(path: str, head: bytes) -> str:
         lines = lines[:-1]  # the last line may be cut
     if any(_WIKITEXT_TITLE_RE.fullmatch(line) for line in lines):
         return "wikitext"
-    return "bert" if _is_sentence_per_line(lines) else "prose"
+    if _is_sentence_per_line(lines):
+        return "bert"
+    return "paragraphs" if _is_paragraph_per_line(lines) else "prose"
 
 
 @dataclass(frozen=True)
@@ -149,7 +181,7 @@ _BLANK_LINE_RE = re.compile(rb"\n[ \t\r\f\v]*\n")
 
 def _last_boundary(buf: bytes, fmt: str) -> int:
     """Where buf may be cut so that the next chunk starts a document (0: nowhere yet)."""
-    if fmt == "jsonl":
+    if fmt in ("jsonl", "paragraphs"):
         return buf.rfind(b"\n") + 1
     if fmt == "wikitext":  # before the last title line
         i = len(buf)
@@ -281,9 +313,10 @@ def _jsonl_documents(chunk: Chunk, text: str) -> list[list[str]]:
 def parse_chunk(chunk: Chunk) -> list[list[str]]:
     """A chunk's documents, as lists of sentences (empty ones included: callers drop them).
     BERT's format: a sentence per line, blank lines between documents. WikiText: ' = Title = ' starts a
-    document, headings are dropped. Plain prose: split into sentences; the chunk is one document (a
-    file of up to about CHUNK_BYTES is one document; a longer one is cut at blank lines). JSONL and
-    Parquet: a document per row."""
+    document, headings are dropped. A paragraph per line (no blank lines): every PARAGRAPHS_PER_DOCUMENT
+    neighbouring paragraphs are a document, so that next-sentence pairs are real neighbours. Plain
+    prose: split into sentences; the chunk is one document (a file of up to about CHUNK_BYTES is one
+    document; a longer one is cut at blank lines). JSONL and Parquet: a document per row."""
     if chunk.fmt == "parquet":
         return [_text_document(t) for t in chunk.data if t]
     text = _decode(chunk)
@@ -291,10 +324,25 @@ def parse_chunk(chunk: Chunk) -> list[list[str]]:
         return _jsonl_documents(chunk, text)
     if chunk.fmt == "wikitext":
         return _wikitext_documents(text.splitlines())
+    if chunk.fmt == "paragraphs":
+        return _paragraph_documents(text.splitlines())
     blocks = [b for b in re.split(r"\n\s*\n", text) if b.strip()]
     if chunk.fmt == "bert":
         return [[line.strip() for line in b.splitlines() if line.strip()] for b in blocks]
     return [[s for b in blocks for s in split_sentences(b)]]
+
+
+def _paragraph_documents(lines: list[str]) -> list[list[str]]:
+    documents, doc, n = [], [], 0
+    for line in lines:
+        if line.strip():
+            doc.extend(split_sentences(line))
+            n += 1
+        if n == PARAGRAPHS_PER_DOCUMENT or (not line.strip() and doc):  # a blank line ends one too
+            documents.append(doc)
+            doc, n = [], 0
+    documents.append(doc)
+    return documents
 
 
 def read_documents(paths: list[str], text_field: str = "text") -> list[list[str]]:

@@ -229,15 +229,22 @@ def _alive(pid: int) -> bool:
 # Preparation: stream the files, tokenise chunks in worker processes, append in order
 
 
+LONG_SENTENCE = 1000  # characters: text the splitter could not cut into sentences
+
+
 def _tokenize_chunk(chunk: Chunk, tokenizer: BertTokenizer | None = None) -> tuple:
-    """(file bytes read, tokens, sentence lengths, sentences per document, words) of one chunk; sentences
-    that tokenise to nothing and documents left empty are dropped."""
+    """(file bytes read, tokens, sentence lengths, sentences per document, words, characters, characters
+    in sentences longer than LONG_SENTENCE) of one chunk; sentences that tokenise to nothing and
+    documents left empty are dropped."""
     tokenizer = tokenizer or _worker_tokenizer
     tokens: list[int] = []
-    sentence_lengths, document_sizes, words = [], [], 0
+    sentence_lengths, document_sizes, words, chars, long_chars = [], [], 0, 0, 0
     for document in parse_chunk(chunk):
         n = 0
         for sentence in document:
+            chars += len(sentence)
+            if len(sentence) > LONG_SENTENCE:
+                long_chars += len(sentence)
             ids = tokenizer.tokenize_to_ids(sentence)
             if ids:
                 tokens.extend(ids)
@@ -248,7 +255,7 @@ def _tokenize_chunk(chunk: Chunk, tokenizer: BertTokenizer | None = None) -> tup
             document_sizes.append(n)
     dtype = np.uint16 if len(tokenizer) <= 65535 else np.int32
     return (chunk.read, np.array(tokens, dtype=dtype), np.array(sentence_lengths, np.int64),
-            np.array(document_sizes, np.int64), words)
+            np.array(document_sizes, np.int64), words, chars, long_chars)
 
 
 _worker_tokenizer: BertTokenizer | None = None
@@ -329,11 +336,17 @@ def prepare_corpus(paths: list[str], tokenizer: BertTokenizer, cache_dir: str, w
     try:
         writer = _CacheWriter(cache_dir, len(tokenizer))
         chunks = (c for f in files for c in _checked_chunks(f, manifest, text_field, fmt))
-        for read, tokens, sentence_lengths, document_sizes, words in _tokenized(chunks, tokenizer, workers):
+        chars = long_chars = 0
+        for read, tokens, sentence_lengths, document_sizes, words, n, n_long in _tokenized(chunks, tokenizer, workers):
             writer.add(tokens, sentence_lengths, document_sizes, words)
+            chars, long_chars = chars + n, long_chars + n_long
             bar.update(read, tokens=f"{writer.tokens:,}")
         if writer.documents == 0:
             raise DataError(f"{', '.join(paths)}: no sentences found")
+        if long_chars > 0.5 * chars:
+            raise DataError(f"{', '.join(paths)}: {long_chars / chars:.0%} of the text is in 'sentences' of over "
+                            f"{LONG_SENTENCE:,} characters: it has no sentence punctuation (. ! ? 。！？；) to split "
+                            "it at. Give one sentence per line (BERT's format) or one paragraph per line")
         seconds = time.perf_counter() - t0
         writer.commit(folder, {"format": CACHE_FORMAT, "manifest": manifest, "vocab": tokenizer.vocab_file,
                                "do_lower_case": tokenizer.do_lower_case, "bytes": total, "workers": workers,

@@ -246,7 +246,7 @@ def train_wordpiece_vocab(texts: Iterable[str], vocab_size: int, out_file: str, 
     """Learn a WordPiece vocabulary and write it as vocab.txt (one token per line).
 
     Start from single characters (word-initial ones plain, the others as '##c'; all printable ASCII
-    characters are included even if unseen), then repeatedly merge the most frequent adjacent pair seen at
+    characters are included even if unseen; see _alphabet), then repeatedly merge the most frequent adjacent pair seen at
     least min_frequency times, until the vocabulary has vocab_size tokens. The merge criterion is plain
     pair frequency (BPE), as in HF tokenizers' WordPieceTrainer, rather than the WordPiece likelihood
     score count(ab) / (count(a) * count(b)): that score favours pairs of rare symbols, so it spends the
@@ -263,14 +263,11 @@ def train_wordpiece_vocab(texts: Iterable[str], vocab_size: int, out_file: str, 
                 word_counts[word] += count
     # longer words are [UNK] to the tokenizer anyway
     word_counts = {w: c for w, c in word_counts.items() if len(w) <= BertTokenizer.max_input_chars_per_word}
-    chars = sorted({c for w in word_counts for c in w} | {chr(i) for i in range(33, 127)})
-    if do_lower_case:
-        chars = [c for c in chars if not ("A" <= c <= "Z")]
-    alphabet = chars + ["##" + c for c in chars]
-    vocab = list(SPECIAL_TOKENS) + alphabet
-    if vocab_size < len(vocab):
-        raise ValueError(f"vocab_size={vocab_size} is smaller than the {len(vocab)} special tokens and characters")
+    vocab = list(SPECIAL_TOKENS) + _alphabet(word_counts, vocab_size - len(SPECIAL_TOKENS), do_lower_case)
     sym_id = {s: i for i, s in enumerate(vocab)}
+    # words with a character left out of the alphabet are [UNK] to the tokenizer: no merges from them
+    word_counts = {w: c for w, c in word_counts.items()
+                   if w[0] in sym_id and all("##" + ch in sym_id for ch in w[1:])}
     words = [[sym_id[w[0]]] + [sym_id["##" + c] for c in w[1:]] for w in word_counts]
     freqs = list(word_counts.values())
 
@@ -323,6 +320,26 @@ def train_wordpiece_vocab(texts: Iterable[str], vocab_size: int, out_file: str, 
             add_word(w, +1)
     write_text_atomic(out_file, "".join(t + "\n" for t in vocab))
     return vocab
+
+
+def _alphabet(word_counts: dict[str, int], room: int, do_lower_case: bool) -> list[str]:
+    """The characters the vocabulary starts from: every printable ASCII character, both plain and as a
+    '##' continuation; other characters plain if they start a word and as '##c' if they occur inside one
+    (Chinese characters are words of their own, so they never need '##' forms, as in bert-base-chinese).
+    When they do not all fit in `room`, the most frequent are kept (the rest become [UNK])."""
+    ascii_chars = [chr(i) for i in range(33, 127) if not (do_lower_case and "A" <= chr(i) <= "Z")]
+    counts: Counter = Counter()
+    for word, count in word_counts.items():
+        counts[word[0]] += count
+        for ch in word[1:]:
+            counts["##" + ch] += count
+    fixed = set(ascii_chars) | {"##" + c for c in ascii_chars}
+    if room < len(fixed):
+        raise ValueError(f"vocab_size={room + len(SPECIAL_TOKENS)} is smaller than the {len(SPECIAL_TOKENS)} special "
+                         f"tokens and the {len(fixed)} forms of the printable ASCII characters")
+    others = sorted((s for s in counts if s not in fixed), key=lambda s: (-counts[s], s))[:room - len(fixed)]
+    symbols = fixed | set(others)
+    return sorted(s for s in symbols if not s.startswith("##")) + sorted(s for s in symbols if s.startswith("##"))
 
 
 def write_text_atomic(path: str, text: str) -> None:

@@ -219,8 +219,9 @@ def prepare_data(args, is_main: bool) -> tuple:
     n = corpus.num_documents()
     if n < 2:
         raise DataError(f"{' '.join(args.data or ['default corpus'])}: too few documents ({n}) for a train/valid "
-                        "split (documents are separated by blank lines in BERT's format, by titles in WikiText; "
-                        "a plain prose file of up to 1 MB is one document; a JSONL line is one)")
+                        "split: a document is a block of lines between blank lines (BERT's format), an article "
+                        "(WikiText), a JSONL line or Parquet row, 10 lines of a file with a paragraph per line, "
+                        "or up to 1 MB of other prose; give more text, or separate documents with blank lines")
     train_ids, valid_ids = split_document_ids(n, args.valid_fraction, args.seed)
     meta = corpus.info
     info = dict(info, documents=meta["documents"], sentences=meta["sentences"], words=meta["words"],
