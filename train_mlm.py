@@ -429,11 +429,30 @@ def heatmap(probs: np.ndarray, cell: int = 8) -> np.ndarray:
     return img
 
 
+def probe_texts(tokenizer, corpus) -> tuple[list[str], str]:
+    """(masked probes, attention probe): the English ones, unless the vocabulary cannot read them (a
+    Chinese corpus, say); then sentences of the first valid documents, their middle token masked."""
+    ids = tokenizer.tokenize_to_ids(" ".join(PROBES + [ATTENTION_PROBE]))
+    if ids.count(tokenizer.unk_token_id) <= 0.05 * len(ids):
+        return PROBES, ATTENTION_PROBE
+    sentences = [s.tolist() for d in range(min(50, corpus.num_documents())) for s in corpus.document(d)
+                 if 8 <= len(s) <= 40][:4]
+    if not sentences:
+        return PROBES, ATTENTION_PROBE
+    texts = []
+    for s in sentences:
+        tokens = tokenizer.convert_ids_to_tokens(s)
+        tokens[len(tokens) // 2] = "[MASK]"
+        texts.append(" ".join(tokens).replace(" ##", ""))
+    return texts[1:] or texts, tokenizer.decode(sentences[0])
+
+
 @torch.no_grad()
-def log_probes(writer, model, tokenizer, step: int, device) -> None:
+def log_probes(writer, model, tokenizer, step: int, device, probes: tuple[list[str], str]) -> None:
     """Attention heat-maps for a fixed sentence, and top-5 MLM predictions on masked probes."""
     model.eval()
-    enc = tokenizer.encode(ATTENTION_PROBE)
+    masked, attention_probe = probes
+    enc = tokenizer.encode(attention_probe)
     ids = torch.tensor([enc["input_ids"]], device=device)
     _, _, attentions = model.bert(ids, output_attentions=True)
     for i, a in enumerate(attentions):
@@ -441,7 +460,7 @@ def log_probes(writer, model, tokenizer, step: int, device) -> None:
     if step == 0:
         writer.add_text("Attention/tokens", " ".join(tokenizer.convert_ids_to_tokens(enc["input_ids"])), step)
     rows = ["| masked input | top-5 predictions |", "|---|---|"]
-    for text in PROBES:
+    for text in masked:
         enc = tokenizer.encode(text)
         ids = torch.tensor([enc["input_ids"]], device=device)
         positions = (ids == tokenizer.mask_token_id).nonzero()[:, 1][None]
@@ -518,6 +537,7 @@ def train(args) -> int:
                                  **data_kw)
     eval_start = valid_data.state_dict()
     most_frequent = most_frequent_token(train_corpus, tokenizer)
+    probes = probe_texts(tokenizer, valid_corpus)
 
     optimizer = make_optimizer(model, args.lr, args.weight_decay, device)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
@@ -631,7 +651,7 @@ def train(args) -> int:
     exit_code = 0
     if is_main and args.viz_interval and step == 0:
         with timer("viz"):
-            log_probes(writer, raw_model, tokenizer, 0, device)
+            log_probes(writer, raw_model, tokenizer, 0, device, probes)
     while step < args.steps:
         t0 = time.perf_counter()
         micro = [to_device(batches.next_batch(), device) for _ in range(args.grad_accum)]
@@ -716,7 +736,7 @@ def train(args) -> int:
                     save("best.pt", state)
         if is_main and args.viz_interval and step % args.viz_interval == 0:
             with timer("viz"):
-                log_probes(writer, raw_model, tokenizer, step, device)
+                log_probes(writer, raw_model, tokenizer, step, device, probes)
 
         stopping = torch.tensor([stop["signal"] or 0], device=device)
         if distributed:  # every rank stops at the same step

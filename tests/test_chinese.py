@@ -132,3 +132,34 @@ def test_tokenizer_matches_transformers_on_chinese(zh_vocabs, lower):
     for text in TEXTS + [zh_paragraph(rng) for _ in range(30)]:
         assert ours.tokenize(text) == slow.tokenize(text), text
         assert ours.encode(text)["input_ids"] == slow(text)["input_ids"] == fast(text)["input_ids"], text
+
+
+def test_pretraining_on_a_chinese_corpus_end_to_end(tmp_path, capsys):
+    """A file with a paragraph per line, as Chinese corpora come: it trains, and TensorBoard's MLM probes
+    are Chinese sentences of the corpus (the English ones would be all [UNK])."""
+    import train_mlm
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    rng = np.random.default_rng(7)
+    path = write(tmp_path / "zh.txt", "\n".join(zh_paragraph(rng) for _ in range(400)) + "\n")
+    argv = ["--data", path, "--config", "tiny", "--hidden", "32", "--heads", "2", "--seq-len", "32",
+            "--batch-size", "8", "--steps", "6", "--eval-interval", "6", "--eval-batches", "2",
+            "--viz-interval", "6", "--vocab-size", "600", "--cache-dir", str(tmp_path / "cache"),
+            "--out-dir", str(tmp_path / "runs"), "--run-name", "zh", "--no-progress"]
+    assert train_mlm.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "data: 40 documents" in out and "MLM accuracy" in out
+    ea = EventAccumulator(str(tmp_path / "runs" / "zh"), size_guidance={"tensors": 0})
+    ea.Reload()
+    table = ea.Tensors("MLM/predictions/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert "[MASK]" in table and any("\u4e00" <= c <= "\u9fff" for c in table) and "[UNK]" not in table.split("|")[1]
+
+
+def test_too_few_documents_says_what_a_document_is(tmp_path, capsys):
+    import train_mlm
+    path = write(tmp_path / "one.txt", "第一句话。第二句话。\n\n")  # prose: one document
+    argv = ["--data", path, "--vocab-size", "300", "--cache-dir", str(tmp_path / "cache"), "--out-dir",
+            str(tmp_path / "runs"), "--no-progress"]
+    assert train_mlm.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "too few documents (1)" in err[-1]
+    assert "10 lines of a file with a paragraph per line" in err[-1] and "blank lines" in err[-1]
