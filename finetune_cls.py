@@ -547,7 +547,7 @@ def train(args) -> int:
         model.train()
         batches = classification_batches(train_set, args.batch_size, tokenizer.pad_token_id, shuffle=True,
                                          seed=args.seed + epoch, bucket_size=args.bucket_size or None)
-        if not args.no_progress:
+        if not args.no_progress and sys.stderr.isatty():  # a log file gets the epoch lines alone
             batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
         loss_sum, window, t_window = 0.0, [], time.perf_counter()
         for batch in batches:

@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="bf16/fp16 autocast; fp16 uses a gradient scaler (CUDA only)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
+    g.add_argument("--no-progress", action="store_true",
+                   help="log lines (step, loss, lr, tokens/s, ETA every --log-interval steps) instead of the "
+                        "progress bar, as when the output is not a terminal")
     return p
 
 
@@ -636,7 +638,7 @@ def train(args) -> int:
         return path
 
     progress = None
-    if is_main and not args.no_progress:
+    if is_main and not args.no_progress and sys.stderr.isatty():  # a log file gets plain lines instead
         from tqdm import tqdm
         progress = tqdm(total=args.steps, initial=step, dynamic_ncols=True, desc="train")
 
@@ -716,8 +718,10 @@ def train(args) -> int:
                 progress.set_postfix(loss=f"{scalars['Loss/train']:.3f}", lr=f"{lr:.2e}",
                                      tok_s=f"{scalars['Perf/tokens_per_sec']:,.0f}", refresh=False)
             else:
-                print(f"step {step}: loss {scalars['Loss/train']:.4f}, lr {lr:.2e}, "
-                      f"{scalars['Perf/tokens_per_sec']:,.0f} tok/s, mfu {scalars['Perf/mfu']:.1%}", flush=True)
+                eta = int((args.steps - step) * step_time)
+                print(f"step {step}/{args.steps}: loss {scalars['Loss/train']:.4f}, lr {lr:.2e}, "
+                      f"{scalars['Perf/tokens_per_sec']:,.0f} tok/s, mfu {scalars['Perf/mfu']:.1%}, "
+                      f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}", flush=True)
             window = {k: 0.0 for k in window} | {"n": 0}
         if progress:
             progress.update(1)

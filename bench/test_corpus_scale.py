@@ -87,9 +87,9 @@ def test_pretraining_start(benchmark, corpus_mb, corpus_dir, start, tmp_path_fac
     assert result["returncode"] == 0, result["lines"][-5:]
     assert any(text.startswith("prepared ") for _, text in result["lines"]) == (start == "cold")
     rates = [float(m.group(1).replace(",", "")) for _, text in result["lines"]
-             if (m := re.match(r"step \d+: .* ([\d,]+) tok/s", text))]
+             if (m := re.match(r"step \d+/\d+: .* ([\d,]+) tok/s", text))]
     info = dict(what="pretraining start", corpus_mb=corpus_mb, start=start,
-                first_step_s=first_time(result, "step 1:"), seconds=result["seconds"],
+                first_step_s=first_time(result, "step 1/"), seconds=result["seconds"],
                 peak_pss_mb=mb(result["peak_pss"]), peak_rss_one_process_mb=mb(result["peak_rss_one_process"]),
                 tokens_per_s=sorted(rates)[len(rates) // 2])
     assert len(rates) == 20

@@ -199,11 +199,14 @@ def test_note_when_examples_are_longer_than_the_pretraining_sequences(env, capsy
 def test_finetuning_learns_a_separable_task(env, capsys):
     tmp_path, files, flags = env
     train = write_tsv(tmp_path / "big.tsv", toy_rows(160, 3))
+    flags = [f for f in flags if f != "--no-progress"]  # output to a file (captured): epoch lines, no bar
     assert main([*flags, "--train", train, "--valid", files["valid"], "--epochs", "4", "--lr", "2e-3",
                  "--patience", "2", "--metric", "f1"]) == 0
     results = json.loads((run_dirs(tmp_path)[0] / "results.json").read_text())
     assert results["split"] == "valid"  # no --test: reported on valid, and said so
-    assert "no test set" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "no test set" in captured.out and "Epoch 1: Train Loss = " in captured.out
+    assert "\r" not in captured.out + captured.err
     assert results["acc"] >= 0.9, results
 
 

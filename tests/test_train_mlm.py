@@ -294,3 +294,18 @@ def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
         assert b[step] == pytest.approx(a[step], abs=1e-4)
     va, vb = scalars(tmp_path / "one", "Loss/valid"), scalars(tmp_path / "two", "Loss/valid")
     assert vb[3] == pytest.approx(va[3], abs=1e-4)
+
+
+def test_output_to_a_file_gets_plain_lines_not_a_bar(corpus, tmp_path):
+    """A run whose output is not a terminal (a log on a cluster) prints a line every --log-interval steps
+    with the ETA, and no carriage returns."""
+    argv = [sys.executable, "train_mlm.py", "--data", str(corpus), "--config", "tiny", "--hidden", "32", "--heads", "2",
+            "--seq-len", "32", "--batch-size", "4", "--vocab-size", "300", "--max-predictions", "5", "--steps", "4",
+            "--eval-batches", "1", "--log-interval", "2", "--viz-interval", "0", "--cache-dir",
+            str(corpus.parent / "cache"), "--out-dir", str(tmp_path), "--run-name", "log"]
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stdout + r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == ["step 2/4", "step 4/4"]
+    assert all(" tok/s, " in line and ", ETA 0:00:" in line for line in lines)
