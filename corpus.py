@@ -29,7 +29,6 @@ from typing import Iterable, Iterator
 from tokenization import DataError, write_text_atomic
 
 CHUNK_BYTES = 1 << 20  # text per chunk: a unit of work for a worker process
-MAX_DOCUMENT_BYTES = 16 * CHUNK_BYTES  # a longer document (no blank line in 16 MB) is cut at a line
 CORPUS_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".parquet")  # what folders are searched for
 FORMATS = ("bert", "wikitext", "paragraphs", "prose", "jsonl", "parquet")
 PARAGRAPHS_PER_DOCUMENT = 10  # a file with a paragraph per line and no blank lines: its documents
@@ -122,21 +121,34 @@ def _is_paragraph_per_line(lines: list[str]) -> bool:
 # Files and formats
 
 
-def corpus_files(paths: Iterable[str]) -> list[str]:
+def _walk(folder: str, exclude: str | None) -> list[str]:
+    """Corpus files under folder, sorted; hidden files and folders, and the folder `exclude` (a cache
+    kept inside the data), are skipped."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")
+                   and not (exclude and os.path.abspath(os.path.join(root, d)) == os.path.abspath(exclude))]
+        found.extend(os.path.join(root, f) for f in names if f.endswith(CORPUS_SUFFIXES) and not f.startswith(".")
+                     and os.path.isfile(os.path.join(root, f)))  # not a dangling link
+    return sorted(found)
+
+
+def corpus_files(paths: Iterable[str], exclude: str | None = None) -> list[str]:
     """Files, folders (every corpus file inside, recursively, sorted) and glob patterns -> corpus files.
-    A file named directly is read whatever its extension (as text unless .jsonl/.parquet, gzipped if .gz)."""
+    A file named directly is read whatever its extension (as text unless .jsonl/.parquet, gzipped if .gz).
+    Nothing under the folder `exclude` (the cache folder) is taken from folders or patterns."""
     files = []
+    outside = (lambda f: not os.path.abspath(f).startswith(os.path.abspath(exclude) + os.sep)) if exclude else bool
     for path in paths:
         if os.path.isfile(path):
             files.append(path)
         elif os.path.isdir(path):
-            found = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
-                           if f.endswith(CORPUS_SUFFIXES))
+            found = _walk(path, exclude)
             if not found:
                 raise DataError(f"{path}: folder has no .txt files (nor {', '.join(CORPUS_SUFFIXES[1:])})")
             files.extend(found)
         elif glob.has_magic(path):
-            found = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+            found = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f) and outside(f))
             if not found:
                 raise DataError(f"{path}: no file matches this pattern")
             files.extend(found)
@@ -198,7 +210,29 @@ def _last_boundary(buf: bytes, fmt: str) -> int:
         end = last.end() if last else 0
     if end:
         return end
-    return buf.rfind(b"\n") + 1 if fmt == "prose" else 0  # prose: every line may end a paragraph
+    return _last_sentence_line(buf) if fmt == "prose" else 0
+
+
+def _last_sentence_line(buf: bytes) -> int:
+    """After the last line (in the last 64 KB) that ends a sentence: where hard-wrapped prose without
+    blank lines can be cut; else after the last line."""
+    end = len(buf)
+    while (i := buf.rfind(b"\n", max(0, len(buf) - 65536), end)) > 0:
+        line = buf[buf.rfind(b"\n", 0, i) + 1:i].decode("utf-8", errors="ignore").rstrip()
+        if _SENTENCE_END_RE.search(line):
+            return i + 1
+        end = i
+    return buf.rfind(b"\n") + 1
+
+
+def _char_boundary(buf: bytes) -> int:
+    """len(buf), or the start of a UTF-8 character that the end of buf cuts in two."""
+    for k in range(1, min(4, len(buf)) + 1):
+        byte = buf[-k]
+        if byte & 0xC0 != 0x80:  # not a continuation byte: ASCII or the lead byte of a character
+            length = 1 if byte < 0xC0 else 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(buf) - k if k < length else len(buf)
+    return len(buf)
 
 
 def _open_raw(path: str):
@@ -225,9 +259,9 @@ def file_chunks(path: str, text_field: str = "text", chunk_bytes: int = CHUNK_BY
                 block = stream.read(chunk_bytes)
             except (OSError, EOFError, zlib.error) as e:
                 raise DataError(f"{path}: not a readable gzip file ({e})") from None
+            if offset == 0 and not buf and block.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+                block, offset = block[3:], 3
             if fmt is None:
-                if block.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
-                    block, offset = block[3:], 3
                 fmt = detect_format(path, block)
             buf += block
             if not block:
@@ -236,8 +270,8 @@ def file_chunks(path: str, text_field: str = "text", chunk_bytes: int = CHUNK_BY
                 continue
             else:
                 cut = _last_boundary(buf, fmt)
-                if not cut and len(buf) >= MAX_DOCUMENT_BYTES:
-                    cut = buf.rfind(b"\n") + 1 or len(buf)
+                if not cut and len(buf) >= 16 * chunk_bytes and fmt != "jsonl":  # a record is never cut
+                    cut = buf.rfind(b"\n") + 1 or _char_boundary(buf)
             if cut:
                 data, buf = buf[:cut], buf[cut:]
                 has_text = has_text or bool(data.strip())
@@ -262,6 +296,10 @@ def _parquet_chunks(path: str, text_field: str, rows: int = 2000) -> Iterator[Ch
     names = pf.schema_arrow.names
     if text_field not in names:
         raise DataError(f"{path}: no column {text_field!r} (columns: {', '.join(names)}); see --text-field")
+    import pyarrow as pa
+    kind = pf.schema_arrow.field(text_field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise DataError(f"{path}: column {text_field!r} holds {kind}, not text; see --text-field")
     size, total, row = os.path.getsize(path), pf.metadata.num_rows, 1
     if total == 0:
         raise DataError(f"{path}: file is empty")
@@ -300,6 +338,8 @@ def _jsonl_documents(chunk: Chunk, text: str) -> list[list[str]]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{chunk.path}:{n}: not JSON ({e.msg} at column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # valid JSON that Python refuses (huge numbers, deep nesting)
+            raise DataError(f"{chunk.path}:{n}: unreadable JSON ({type(e).__name__}: {str(e)[:80]})") from None
         if not isinstance(row, dict) or chunk.text_field not in row:
             keys = ", ".join(map(str, row)) if isinstance(row, dict) else f"a JSON {type(row).__name__}"
             raise DataError(f"{chunk.path}:{n}: no {chunk.text_field!r} field ({keys}); see --text-field")
@@ -584,11 +624,14 @@ def default_corpus_file(cache_dir: str) -> tuple[str, dict]:
     # Said on stderr, as the vocabulary training is: the first run is otherwise silent for tens of seconds.
     print("extracting the default corpus from the installed documentation (once) ...", file=sys.stderr)
     documents, sources = _build_default_corpus()
-    write_text_atomic(path, "\n\n".join("\n".join(d) for d in documents) + "\n")
     info = {"sources": sources, "documents": len(documents), "sentences": sum(map(len, documents)),
             "words": sum(len(s.split()) for d in documents for s in d), "path": path,
             "fingerprint": fingerprint, "build_seconds": round(time.time() - t0, 1)}
-    write_text_atomic(info_path, json.dumps(info, indent=1))
+    try:
+        write_text_atomic(path, "\n\n".join("\n".join(d) for d in documents) + "\n")
+        write_text_atomic(info_path, json.dumps(info, indent=1))
+    except OSError as e:  # a full disk, an unwritable --cache-dir
+        raise DataError(f"{e.filename or path}: {e.strerror or e} while writing the default corpus") from None
     return path, info
 
 

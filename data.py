@@ -115,7 +115,8 @@ class PretrainingData:
 
     def _document_order(self, epoch: int) -> np.ndarray:
         if self._order_epoch != epoch:
-            self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self.documents))
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.documents))
+            self._order = order.astype(np.int32) if len(order) < 2 ** 31 else order  # 4 bytes a document
             self._order_epoch = epoch
         return self._order
 
@@ -298,10 +299,11 @@ class PretrainingData:
                 "seed": self.seed, "shuffle_buffer": self.shuffle_buffer}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.seed = int(state["epoch"]), int(state["seed"])
-        self.shuffle_buffer = int(state.get("shuffle_buffer", self.shuffle_buffer))
+        seed, shuffle_buffer = int(state["seed"]), int(state.get("shuffle_buffer", self.shuffle_buffer))
+        if (seed, shuffle_buffer) != (self.seed, self.shuffle_buffer):  # another stream: nothing cached holds
+            self._order_epoch, self._block_key = None, None
+        self.epoch, self.seed, self.shuffle_buffer = int(state["epoch"]), seed, shuffle_buffer
         self.block, self.index, self.cursor = 0, 0, 0
-        self._order_epoch, self._block_key = None, None
         if "block" in state:
             self.block, self.index, self.cursor = int(state["block"]), int(state["index"]), int(state["cursor"])
         else:  # saved before the stream was built lazily: the same number of instances into its epoch

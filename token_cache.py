@@ -19,6 +19,7 @@ would trust.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import mmap
 import multiprocessing
@@ -26,10 +27,14 @@ import os
 import random
 import shutil
 import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -38,7 +43,8 @@ from corpus import Chunk, corpus_files, file_chunks, parse_chunk, sample_sentenc
 from progress import Progress
 from tokenization import BertTokenizer, DataError, train_wordpiece_vocab
 
-CACHE_FORMAT = 2  # bump when the layout or the parsing changes, to invalidate caches
+CACHE_FORMAT = 3  # bump when the layout or the parsing changes, to invalidate caches
+VOCAB_FORMAT = 2  # bump when the vocabulary trainer or the sampling changes
 _NAMES = ("tokens", "sentence_offsets", "doc_offsets", "doc_token_offsets")
 
 
@@ -63,7 +69,7 @@ class TokenizedCorpus:
         self.info = info or {}
         self.token_counts = token_counts
         self.folder = self.info.get("folder")  # the cache folder it was opened from
-        self._fds: dict[str, int] = {}  # name -> file descriptor, for _read
+        self._fds = _Descriptors()  # name -> file descriptor, for _read; shared with subsets
 
     def num_documents(self) -> int:
         return len(self.doc_offsets) - 1 if self.doc_ids is None else len(self.doc_ids)
@@ -72,7 +78,7 @@ class TokenizedCorpus:
         if self.doc_ids is None:
             return len(self.tokens)
         offsets = np.asarray(self.doc_token_offsets)
-        return int((offsets[self.doc_ids + 1] - offsets[self.doc_ids]).sum())
+        return int((offsets[self.doc_ids.astype(np.int64) + 1] - offsets[self.doc_ids]).sum())
 
     def document(self, i: int) -> list[np.ndarray]:
         """The i-th document (of this subset) as a list of sentences (token id arrays)."""
@@ -95,14 +101,30 @@ class TokenizedCorpus:
         size = array.dtype.itemsize
         return np.frombuffer(os.pread(fd, (stop - start) * size, start * size), dtype=array.dtype)
 
+    def close(self) -> None:
+        """Close the files read by document() (also done when the corpus and its subsets are gone)."""
+        self._fds.close()
+
     def subset(self, doc_ids: np.ndarray) -> "TokenizedCorpus":
-        ids = np.asarray(doc_ids, dtype=np.int64)
+        ids = np.asarray(doc_ids)
         if self.doc_ids is not None:
             ids = self.doc_ids[ids]
         subset = TokenizedCorpus(self.tokens, self.sentence_offsets, self.doc_offsets, self.doc_token_offsets,
                                  self.from_cache, ids, self.info, self.token_counts)
         subset._fds = self._fds
         return subset
+
+
+class _Descriptors(dict):
+    """Open file descriptors, closed when the last corpus (or subset) holding them is gone."""
+
+    def close(self) -> None:
+        for fd in self.values():
+            os.close(fd)
+        self.clear()
+
+    def __del__(self):
+        self.close()
 
 
 def split_document_ids(n_documents: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +136,8 @@ def split_document_ids(n_documents: int, valid_fraction: float, seed: int) -> tu
     n_valid = min(n_documents - 1, max(1, round(n_documents * valid_fraction))) if valid_fraction > 0 else 0
     held_out = np.zeros(n_documents, dtype=bool)
     held_out[random.Random(seed).sample(range(n_documents), max(0, n_valid))] = True
-    return np.flatnonzero(~held_out), np.flatnonzero(held_out)
+    dtype = np.int32 if n_documents < 2 ** 31 else np.int64  # 4 bytes a document
+    return np.flatnonzero(~held_out).astype(dtype), np.flatnonzero(held_out).astype(dtype)
 
 
 def open_prepared(folder: str) -> TokenizedCorpus:
@@ -159,7 +182,7 @@ class _CacheWriter:
     def __init__(self, cache_dir: str, vocab_size: int):
         os.makedirs(cache_dir, exist_ok=True)
         _remove_abandoned(cache_dir)
-        self.tmp = tempfile.mkdtemp(dir=cache_dir, prefix=f".tmp-corpus-{os.getpid()}-")
+        self.tmp = tempfile.mkdtemp(dir=cache_dir, prefix=f".tmp-corpus-{os.getpid()}@{socket.gethostname()}-")
         self.dtype = np.dtype(np.uint16 if vocab_size <= 65535 else np.int32)
         self.files = {n: open(os.path.join(self.tmp, n + ".bin"), "wb") for n in _NAMES}
         for name in _NAMES[1:]:
@@ -207,11 +230,13 @@ class _CacheWriter:
 
 
 def _remove_abandoned(cache_dir: str) -> None:
-    """Temporary folders of preparations whose process is gone (killed): never trusted, only removed."""
+    """Temporary folders of preparations whose process is gone (killed): never trusted, only removed.
+    Only this machine's: a process of another machine sharing the cache folder cannot be checked."""
+    host = socket.gethostname()
     for name in os.listdir(cache_dir):
-        if name.startswith(".tmp-corpus-"):
-            pid = name.split("-")[2]
-            if pid.isdigit() and not _alive(int(pid)):
+        if name.startswith(".tmp-corpus-") and "@" in name:
+            pid, _, rest = name.removeprefix(".tmp-corpus-").partition("@")
+            if rest.rsplit("-", 1)[0] == host and pid.isdigit() and not _alive(int(pid)):
                 shutil.rmtree(os.path.join(cache_dir, name), ignore_errors=True)
 
 
@@ -276,24 +301,51 @@ def _tokenized(chunks: Iterator[Chunk], tokenizer: BertTokenizer, workers: int) 
         return
     # fork: the workers start at once and share the parent's pages; spawn where there is no fork (macOS).
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers, _init_worker, (tokenizer.vocab_file, tokenizer.do_lower_case)) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(tokenizer.vocab_file, tokenizer.do_lower_case))
+    # Ctrl-C is noted and raised between chunks: raised inside the executor's own code, it could leave a
+    # lock held that the shutdown below then waits for forever.
+    interrupted: list[int] = []
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum)) if main_thread else None
+    try:
         pending: deque = deque()
-        for chunk in chunks:
-            pending.append(pool.apply_async(_tokenize_chunk, (chunk,)))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+        for chunk in itertools.chain(chunks, [None]):
+            if chunk is not None:
+                pending.append(pool.submit(_tokenize_chunk, chunk))
+            while pending and (len(pending) >= 2 * workers or chunk is None):
+                result = pending.popleft().result()
+                if interrupted:
+                    raise KeyboardInterrupt
+                yield result
+            if interrupted:
+                raise KeyboardInterrupt
+    except BrokenProcessPool:  # a worker was killed (the out-of-memory killer, say)
+        raise DataError("a tokenising worker process died (out of memory?); nothing was kept: try fewer "
+                        "--workers") from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, old_handler)
+        # The chunks in flight finish (a second or so); terminating the workers instead can leave the
+        # executor's feeder thread blocked on a pipe nobody reads, and the shutdown with it.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _stat(path: str) -> list:
-    st = os.stat(path)
-    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise DataError(f"{path}: {e.strerror}") from None
+    # ctime and inode too: a copy that keeps the size and mtime (cp -p, rsync -t) still changes them
+    return [os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def corpus_manifest(paths: Iterable[str], text_field: str = "text", fmt: str | None = None) -> dict:
-    """What identifies a corpus without reading it: every file's absolute path, size and mtime."""
-    return {"files": [_stat(f) for f in corpus_files(paths)], "text_field": text_field, "format": fmt}
+def corpus_manifest(paths: Iterable[str], text_field: str = "text", fmt: str | None = None,
+                    cache_dir: str | None = None) -> dict:
+    """What identifies a corpus without reading it: every file's absolute path, size, modification and
+    change times and inode (files under cache_dir are not part of it)."""
+    return {"files": [_stat(f) for f in corpus_files(paths, exclude=cache_dir)], "text_field": text_field,
+            "format": fmt}
 
 
 def _key(*parts) -> str:
@@ -320,14 +372,14 @@ def prepare_corpus(paths: list[str], tokenizer: BertTokenizer, cache_dir: str, w
     memory-mapped. `workers` processes tokenise (default: one per CPU); the text streams through in
     chunks and is never held whole. fmt forces a text format ('bert', 'wikitext', 'prose') instead of
     detecting it per file. Progress goes to stderr: a bar on a terminal, a line every 10 s otherwise."""
-    manifest = corpus_manifest(paths, text_field, fmt)
+    manifest = corpus_manifest(paths, text_field, fmt, cache_dir)
     key = _key(CACHE_FORMAT, manifest, _vocab_sha(tokenizer), tokenizer.do_lower_case)
     folder = os.path.join(cache_dir, f"corpus-{key[:20]}")
     if os.path.isfile(os.path.join(folder, "meta.json")):
         return open_prepared(folder)
     workers = workers or default_workers()
-    files = [f for f, _, _ in manifest["files"]]
-    total = sum(size for _, size, _ in manifest["files"])
+    files = [entry[0] for entry in manifest["files"]]
+    total = sum(entry[1] for entry in manifest["files"])
     t0 = time.perf_counter()
     writer = None
     bar = Progress(total, "prepare", unit="B", unit_scale=True, enabled=progress,
@@ -425,7 +477,7 @@ def cached_vocab(texts: Iterable[str], vocab_size: int, cache_dir: str, do_lower
     """A WordPiece vocabulary trained on texts (held in memory), cached under cache_dir by the texts, size
     and casing."""
     texts = list(texts)
-    h = hashlib.sha256(f"{vocab_size}|{do_lower_case}\n".encode())
+    h = hashlib.sha256(f"{VOCAB_FORMAT}|{vocab_size}|{do_lower_case}\n".encode())
     for text in texts:
         h.update(text.encode())
         h.update(b"\n")
@@ -436,9 +488,10 @@ def corpus_vocab(paths: list[str], vocab_size: int, cache_dir: str, do_lower_cas
                  sample_mb: float = 50, text_field: str = "text", fmt: str | None = None) -> str:
     """A WordPiece vocabulary trained on about sample_mb MB of the corpus files, spread over all of them
     (corpus.sample_sentences), in bounded memory; cached by the files' manifest, size, casing and sample."""
-    key = _key(corpus_manifest(paths, text_field, fmt), vocab_size, do_lower_case, sample_mb)
+    key = _key(VOCAB_FORMAT, CACHE_FORMAT, corpus_manifest(paths, text_field, fmt, cache_dir), vocab_size,
+               do_lower_case, sample_mb)
     path = os.path.join(cache_dir, f"vocab-{key[:16]}.txt")
-    files = corpus_files(paths)
+    files = corpus_files(paths, exclude=cache_dir)
     return _train_cached(sample_sentences(files, int(sample_mb * 1e6), text_field, fmt), vocab_size, path,
                          do_lower_case)
 
@@ -447,6 +500,9 @@ def _train_cached(texts: Iterable[str], vocab_size: int, path: str, do_lower_cas
     if not os.path.isfile(path):
         t0 = time.time()
         print(f"training a {vocab_size}-token WordPiece vocabulary ...", file=sys.stderr)
-        train_wordpiece_vocab(texts, vocab_size, path, do_lower_case=do_lower_case)  # writes atomically
+        try:
+            train_wordpiece_vocab(texts, vocab_size, path, do_lower_case=do_lower_case)  # writes atomically
+        except OSError as e:  # a full disk, an unwritable --cache-dir
+            raise DataError(f"{e.filename or path}: {e.strerror or e} while writing the vocabulary") from None
         print(f"vocabulary trained in {time.time() - t0:.1f}s: {path}", file=sys.stderr)
     return path

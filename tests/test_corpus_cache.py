@@ -320,3 +320,124 @@ def test_split_document_ids_chooses_as_split_documents():
     train_ids, valid_ids = token_cache.split_document_ids(100, 0.1, seed=3)
     assert [docs[i] for i in valid_ids] == valid and [docs[i] for i in train_ids] == train
     assert token_cache.split_document_ids(1, 0.5, 0)[1].tolist() == []
+
+
+# -----------------------------------------------------------------------------
+# Faults found in review
+
+
+def test_a_worker_killed_mid_preparation_is_an_error_not_a_hang(big, tokenizer, tmp_path):
+    """The out-of-memory killer takes a tokenising worker: the preparation stops with one line and keeps
+    nothing (multiprocessing.Pool would wait for the lost chunk forever)."""
+    import multiprocessing
+    import threading
+    killed = []
+
+    def kill_a_worker():
+        deadline = time.time() + 30
+        while not multiprocessing.active_children() and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # inside the preparation
+        for child in multiprocessing.active_children()[:1]:
+            os.kill(child.pid, signal.SIGKILL)
+            killed.append(child.pid)
+    threading.Thread(target=kill_a_worker, daemon=True).start()
+    cache = str(tmp_path / "cache")
+    t0 = time.time()
+    with pytest.raises(DataError, match="a tokenising worker process died .*nothing was kept"):
+        token_cache.prepare_corpus([big], tokenizer, cache, workers=2, progress=False)
+    assert killed and time.time() - t0 < 60 and leftovers(cache) == []
+
+
+def test_only_this_machines_abandoned_folders_are_removed(files, tokenizer, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    other_host = cache / ".tmp-corpus-1@another-machine-abc123"  # pid 1 there may well be preparing
+    dead_here = cache / f".tmp-corpus-999999999@{__import__('socket').gethostname()}-abc123"
+    other_host.mkdir()
+    dead_here.mkdir()
+    token_cache.prepare_corpus(files, tokenizer, str(cache), workers=1, progress=False)
+    assert other_host.exists() and not dead_here.exists()
+
+
+def test_a_long_jsonl_record_is_never_cut_and_text_is_cut_at_a_character(tmp_path):
+    record = json.dumps({"text": "Ein sehr langer Satz über € und mehr. " * 2000}, ensure_ascii=False)
+    path = tmp_path / "long.jsonl"
+    path.write_text('{"text": "Short one."}\n' + record + "\n" + '{"text": "Last one."}\n', encoding="utf-8")
+    chunks = list(corpus.file_chunks(str(path), chunk_bytes=1000))  # the record is 80x a chunk
+    docs = [d for c in chunks for d in corpus.parse_chunk(c)]
+    assert len(docs) == 3 and len(docs[1]) == 2000
+    euros = tmp_path / "euros.txt"  # one 50 KB line of a 3-byte character: cut, but never inside one
+    euros.write_text("A sentence.\n\n" + "€uro " * 10000 + "\n", encoding="utf-8")
+    pieces = list(corpus.file_chunks(str(euros), chunk_bytes=1000, fmt="bert"))
+    assert len(pieces) > 2 and all(p.data.decode("utf-8") for p in pieces)  # each decodes on its own
+
+
+def test_hard_wrapped_prose_is_cut_where_a_sentence_ends(tmp_path):
+    rng = np.random.default_rng(9)
+    words = " ".join(sentence(rng) for _ in range(3000)).split()
+    lines = [" ".join(words[i:i + 11]) for i in range(0, len(words), 11)]  # wrapped mid-sentence, no blank line
+    path = write(tmp_path / "wrapped.txt", "\n".join(lines) + "\n")
+    chunks = list(corpus.file_chunks(path, chunk_bytes=20000))
+    assert chunks[0].fmt == "prose" and len(chunks) > 3
+    for c in chunks[:-1]:
+        assert c.data.decode().rstrip().endswith(".")  # a document never ends mid-sentence
+    whole = " ".join(lines)
+    assert " ".join(s for c in chunks for d in corpus.parse_chunk(c) for s in d) == whole
+
+
+def test_a_cache_inside_the_data_folder_is_not_read_as_corpus(files, tmp_path):
+    data_dir = os.path.dirname(files[0])
+    cache = os.path.join(data_dir, "cache")
+    hidden = os.path.join(data_dir, ".git")
+    os.makedirs(hidden)
+    write(tmp_path / "corpus" / ".git" / "notes.txt", "Not corpus text.\n")
+    os.symlink(str(tmp_path / "missing.txt"), os.path.join(data_dir, "dangling.txt"))
+    for _ in range(2):
+        r = subprocess.run(prepare_cmd(cache, data_dir), cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    assert "already prepared" in r.stderr and "from 3 file(s)" not in r.stderr  # the second run was warm
+    assert "corpus: 360 documents" in r.stdout
+    assert corpus.corpus_files([data_dir], exclude=cache) == files
+
+
+def test_a_copy_with_the_same_size_and_mtime_is_not_taken_for_the_original(files, tokenizer, tmp_path):
+    cache = str(tmp_path / "cache")
+    first = token_cache.prepare_corpus(files, tokenizer, cache, workers=1, progress=False)
+    st = os.stat(files[0])
+    text = open(files[0], encoding="utf-8").read()
+    with open(files[0], "w", encoding="utf-8") as f:  # other text, same size, then the old mtime back
+        f.write(text.replace("cat", "dog"))
+    os.utime(files[0], ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.path.getsize(files[0]) == st.st_size
+    again = token_cache.prepare_corpus(files, tokenizer, cache, workers=1, progress=False)
+    assert not again.from_cache and again.folder != first.folder
+
+
+def test_inputs_python_cannot_read_are_one_line_too(tmp_path, tokenizer):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    numbers = str(tmp_path / "n.parquet")
+    pq.write_table(pa.table({"text": [1, 2]}), numbers)
+    with pytest.raises(DataError, match=r"n.parquet: column 'text' holds int64, not text"):
+        corpus.read_documents([numbers])
+    path = write(tmp_path / "big.jsonl", '{"text": "Fine."}\n{"text": "x", "n": ' + "9" * 5000 + "}\n")
+    with pytest.raises(DataError, match=r"big.jsonl:2: unreadable JSON \(ValueError"):
+        corpus.read_documents([path])
+    blocker = write(tmp_path / "file.txt", "A sentence.\n")
+    with pytest.raises(DataError, match="while writing the vocabulary"):
+        token_cache.corpus_vocab([blocker], 300, os.path.join(blocker, "cache"))
+
+
+def test_file_descriptors_are_closed_with_the_corpus(files, tokenizer, tmp_path):
+    def open_fds():
+        return len(os.listdir("/proc/self/fd"))
+    token_cache.prepare_corpus(files, tokenizer, str(tmp_path / "cache"), workers=1, progress=False)
+    before = open_fds()
+    for _ in range(20):
+        c = token_cache.prepare_corpus(files, tokenizer, str(tmp_path / "cache"), progress=False)
+        part = c.subset(np.arange(10))
+        del c
+        assert part.document(3)  # the subset still reads: the files stay open while it lives
+        del part
+    assert open_fds() <= before + 1
