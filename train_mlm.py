@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -433,20 +434,25 @@ def heatmap(probs: np.ndarray, cell: int = 8) -> np.ndarray:
 
 def probe_texts(tokenizer, corpus) -> tuple[list[str], str]:
     """(masked probes, attention probe): the English ones, unless the vocabulary cannot read them (a
-    Chinese corpus, say); then sentences of the first valid documents, their middle token masked."""
-    ids = tokenizer.tokenize_to_ids(" ".join(PROBES + [ATTENTION_PROBE]))
-    if ids.count(tokenizer.unk_token_id) <= 0.05 * len(ids):
+    Chinese corpus, say: English words come out as [UNK] or letter by letter); then sentences of the
+    first valid documents, their middle token masked."""
+    text = " ".join(PROBES + [ATTENTION_PROBE])
+    ids = tokenizer.tokenize_to_ids(text)
+    if ids.count(tokenizer.unk_token_id) <= 0.05 * len(ids) and len(ids) <= 2 * len(text.split()):
         return PROBES, ATTENTION_PROBE
     sentences = [s.tolist() for d in range(min(50, corpus.num_documents())) for s in corpus.document(d)
                  if 8 <= len(s) <= 40][:4]
     if not sentences:
         return PROBES, ATTENTION_PROBE
+    def text(tokens: list[str]) -> str:  # no spaces next to CJK characters: the tokenizer splits them anyway
+        return re.sub(r" (?=[\u3000-\u9fff\uff00-\uffef])|(?<=[\u3000-\u9fff\uff00-\uffef]) ", "",
+                      " ".join(tokens).replace(" ##", ""))
     texts = []
     for s in sentences:
         tokens = tokenizer.convert_ids_to_tokens(s)
         tokens[len(tokens) // 2] = "[MASK]"
-        texts.append(" ".join(tokens).replace(" ##", ""))
-    return texts[1:] or texts, tokenizer.decode(sentences[0])
+        texts.append(text(tokens))
+    return texts[1:] or texts, text(tokenizer.convert_ids_to_tokens(sentences[0]))
 
 
 @torch.no_grad()
@@ -593,8 +599,8 @@ def train(args) -> int:
     if is_main:
         print(f"model: {args.config} ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
               f"{config.num_attention_heads} heads), {n_params / 1e6:.2f}M parameters, vocab {config.vocab_size}")
-        print(f"data: {corpus_info['documents']:,} documents, {corpus_info['words']:,} words; "
-              f"{train_corpus.num_tokens():,} train tokens; vocab {vocab_file}")
+        print(f"data: {corpus_info['documents']:,} documents, {corpus_info['sentences']:,} sentences, "
+              f"{corpus_info['tokens']:,} tokens ({train_corpus.num_tokens():,} train); vocab {vocab_file}")
         print(f"batch: {args.batch_size} x {args.grad_accum} accum x {world} processes = "
               f"{args.batch_size * args.grad_accum * world} sequences ({tokens_per_step:,} tokens) per step; "
               f"device {device}, {args.precision}" + (", compiled" if args.compile else ""))
