@@ -329,20 +329,29 @@ def _decode(chunk: Chunk) -> str:
                         f"{hint}") from None
 
 
-def _jsonl_documents(chunk: Chunk, text: str) -> list[list[str]]:
-    documents = []
-    for n, line in enumerate(text.split("\n"), chunk.line):
+def jsonl_rows(path: str, text: str, first_line: int = 1) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of JSONL text; DataError naming path:line for a line
+    that is not a JSON object."""
+    for n, line in enumerate(text.split("\n"), first_line):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{chunk.path}:{n}: not JSON ({e.msg} at column {e.colno})") from None
+            raise DataError(f"{path}:{n}: bad JSON ({e.msg} at column {e.colno})") from None
         except (ValueError, RecursionError) as e:  # valid JSON that Python refuses (huge numbers, deep nesting)
-            raise DataError(f"{chunk.path}:{n}: unreadable JSON ({type(e).__name__}: {str(e)[:80]})") from None
-        if not isinstance(row, dict) or chunk.text_field not in row:
-            keys = ", ".join(map(str, row)) if isinstance(row, dict) else f"a JSON {type(row).__name__}"
-            raise DataError(f"{chunk.path}:{n}: no {chunk.text_field!r} field ({keys}); see --text-field")
+            raise DataError(f"{path}:{n}: unreadable JSON ({type(e).__name__}: {str(e)[:80]})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+        yield n, row
+
+
+def _jsonl_documents(chunk: Chunk, text: str) -> list[list[str]]:
+    documents = []
+    for n, row in jsonl_rows(chunk.path, text, chunk.line):
+        if chunk.text_field not in row:
+            raise DataError(f"{chunk.path}:{n}: no {chunk.text_field!r} field ({', '.join(map(str, row))}); "
+                            "see --text-field")
         value = row[chunk.text_field]
         if not isinstance(value, str):
             raise DataError(f"{chunk.path}:{n}: {chunk.text_field!r} is a JSON {type(value).__name__}, not a string")

@@ -22,12 +22,20 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from corpus import (corpus_files, default_corpus, default_corpus_file, read_documents,  # noqa: F401 (re-exported)
-                    split_documents, split_sentences)
-from token_cache import (TokenizedCorpus, cached_vocab, corpus_vocab, open_prepared,  # noqa: F401
+from corpus import (corpus_files, default_corpus, default_corpus_file, jsonl_rows,
+                    read_documents, split_documents, split_sentences)
+from token_cache import (TokenizedCorpus, cached_vocab, corpus_vocab, open_prepared,
                          prepare_corpus, split_document_ids, tokenize_corpus)
-from tokenization import (SPECIAL_TOKENS, BertTokenizer, DataError, read_text,  # noqa: F401
+from tokenization import (SPECIAL_TOKENS, BertTokenizer, DataError, read_text,
                           train_wordpiece_vocab, write_text_atomic)
+
+# The names of the data path, wherever they live: `from data import ...` is the one import a user needs.
+__all__ = ["DataError", "SPECIAL_TOKENS", "BertTokenizer", "train_wordpiece_vocab", "read_text", "write_text_atomic",
+           "corpus_files", "read_documents", "split_documents", "split_sentences", "default_corpus",
+           "default_corpus_file", "jsonl_rows", "TokenizedCorpus", "tokenize_corpus", "prepare_corpus",
+           "open_prepared", "split_document_ids", "cached_vocab", "corpus_vocab", "truncate_seq_pair",
+           "PretrainingData", "Prefetcher", "ClassificationExample", "read_classification_file", "LabelMap",
+           "encode_classification", "classification_batches"]
 
 # -----------------------------------------------------------------------------
 # Pretraining instances with dynamic masking (Google's create_pretraining_data.py)
@@ -388,16 +396,7 @@ def _rows(path: str, text: str) -> Iterator[tuple[int, dict]]:
     """(line number, row as a dict) of a .tsv, .csv or .jsonl file; the header row is checked here."""
     ext = os.path.splitext(path)[1].lower()
     if ext == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: bad JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            yield n, row
+        yield from jsonl_rows(path, text)
         return
     if ext not in (".tsv", ".csv"):
         raise DataError(f"{path}: unknown format (expected .tsv, .csv or .jsonl)")

@@ -44,10 +44,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import (BertTokenizer, ClassificationExample, DataError, LabelMap, classification_batches,
+from data import (BertTokenizer, ClassificationExample, DataError, LabelMap, cached_vocab, classification_batches,
                   default_corpus, encode_classification, read_classification_file)
 from model import PRESETS, BertConfig, BertForSequenceClassification, CheckpointError, atomic_write
-from train_mlm import (HelpFormatter, UsageError, autocast_for, cached_vocab, lr_lambda,  # shared by both
+from train_mlm import (HelpFormatter, UsageError, autocast_for, lr_lambda,  # shared by both
                        make_optimizer, setup_device)
 
 DEFAULT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bert-from-scratch")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
-import hashlib
 import io
 import json
 import math
@@ -33,7 +32,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from data import (BertTokenizer, DataError, Prefetcher, PretrainingData, cached_vocab,  # noqa: F401 (cached_vocab: finetune_cls.py's)
+from data import (BertTokenizer, DataError, Prefetcher, PretrainingData,
                   corpus_vocab, default_corpus_file, prepare_corpus, split_document_ids)
 from token_cache import default_cache_dir, default_workers
 from model import (BertConfig, BertForPreTraining, CheckpointError, PRESETS, atomic_write,

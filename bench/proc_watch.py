@@ -13,7 +13,6 @@ process is reported too. Linux only.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading

@@ -182,9 +182,9 @@ def test_bad_input_deep_in_a_file_names_the_line_and_keeps_nothing(tmp_path, tok
         token_cache.prepare_corpus([str(path)], tokenizer, cache, workers=workers, progress=False)
     assert "\n" not in str(e.value) and leftovers(cache) == []
     rows = [json.dumps({"text": "Fine sentence here."})] * 5
-    for bad, message in [("{not json", r"j.jsonl:4: not JSON"), ('{"title": "x"}', r"j.jsonl:4: no 'text' field \(title\)"),
+    for bad, message in [("{not json", r"j.jsonl:4: bad JSON"), ('{"title": "x"}', r"j.jsonl:4: no 'text' field \(title\)"),
                          ('{"text": 3}', r"j.jsonl:4: 'text' is a JSON int, not a string"),
-                         ("[1, 2]", r"j.jsonl:4: no 'text' field \(a JSON list\)")]:
+                         ("[1, 2]", r"j.jsonl:4: expected a JSON object, got list")]:
         path = write(tmp_path / "j.jsonl", "\n".join(rows[:3] + [bad] + rows[3:]) + "\n")
         with pytest.raises(DataError, match=message):
             token_cache.prepare_corpus([path], tokenizer, cache, workers=workers, progress=False)
