@@ -318,8 +318,12 @@ def find_checkpoint(path: str) -> str:
 def load_checkpoint(path: str) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated or foreign file
-        raise CheckpointError(f"{path}: cannot read checkpoint ({e})") from None
+    except Exception as e:  # a truncated or foreign file: name it, and the older checkpoints beside it
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        older = [p for p in sorted(glob.glob(os.path.join(os.path.dirname(path), "step_*.pt")))
+                 if os.path.basename(p) < os.path.basename(path)]
+        hint = f"; resume from an older one: --resume {older[-1]}" if older else ""
+        raise CheckpointError(f"{path}: cannot read checkpoint ({reason}){hint}") from None
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -21,7 +21,8 @@ import torch
 
 import finetune_cls
 from finetune_cls import classification_metrics, confusion_image, confusion_matrix, main
-from model import BertConfig, BertForPreTraining
+import data
+from model import BertConfig, BertForPreTraining, BertForSequenceClassification
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POSITIVE = ["good", "great", "fine", "lovely", "nice"]
@@ -182,6 +183,20 @@ def test_finetune_from_newest_pretraining_run_logs_saves_and_predicts(env, capsy
     record = json.loads(capsys.readouterr().out)
     assert set(record["probabilities"]) == {"neg", "pos"}
     assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    # the plain line is the JSON's most probable label and its probability, which the model's own
+    # logits give (softmax of the classifier run by hand)
+    assert main(["predict", "--model", str(model_dir), "--json", "the film was awful"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    best = max(record["probabilities"], key=record["probabilities"].get)
+    label, p, _ = lines[2].split("\t")
+    assert label == best == record["label"] and float(p) == pytest.approx(record["probabilities"][best], abs=1e-3)
+    model = BertForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    tok = data.BertTokenizer(str(model_dir / "vocab.txt"))
+    with torch.no_grad():
+        logits = model(torch.tensor([tok.encode("the film was awful")["input_ids"]]))[1][0]
+    probs = torch.softmax(logits, -1).tolist()
+    labels = [model.config.id2label[i] for i in range(len(probs))]
+    assert dict(zip(labels, probs)) == pytest.approx(record["probabilities"], abs=1e-4)
 
 
 def test_note_when_examples_are_longer_than_the_pretraining_sequences(env, capsys):

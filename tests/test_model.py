@@ -211,8 +211,10 @@ def test_save_pretrained_round_trip_and_vocab(tmp_path):
     assert (tmp_path / "ckpt" / "vocab.txt").read_text() == "[PAD]\n[UNK]\n"
     assert not [p for p in os.listdir(tmp_path / "ckpt") if p.startswith(".tmp")]  # no temp files left
     again = BertForPreTraining.from_pretrained(str(tmp_path / "ckpt")).eval()
-    for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
-        assert torch.equal(a, b), k
+    want, got = model.state_dict(), again.state_dict()
+    assert list(want) == list(got)  # every key on both sides, in order
+    for k in want:
+        assert torch.equal(want[k], got[k]), k
 
 
 # ----------------------------------------------------------------------------- properties
@@ -343,3 +345,22 @@ def test_flops_formula_counts_masked_positions_only():
     # Dominant term check against the 6 * params * tokens rule for the encoder matmuls.
     encoder_params = 4 * (4 * 256 * 256 + 2 * 256 * 1024)
     assert few > 6 * encoder_params * 128
+
+
+@pytest.mark.parametrize("seq_len,predictions", [(128, 20), (64, 10)])
+def test_flops_formula_equals_torch_flop_counter_on_the_real_modules(seq_len, predictions):
+    """pretraining_flops_per_sequence (the MFU numerator) against torch's FlopCounterMode, which counts every
+    matmul of a real forward and backward pass of the model."""
+    from torch.utils.flop_counter import FlopCounterMode
+    config = BertConfig.from_preset("tiny", vocab_size=4096)
+    model = BertForPreTraining(config)
+    B = 2
+    ids = torch.randint(5, config.vocab_size, (B, seq_len))
+    positions = torch.stack([torch.randperm(seq_len)[:predictions].sort().values for _ in range(B)])
+    with FlopCounterMode(display=False) as counter:
+        out = model(ids, torch.zeros_like(ids), torch.ones_like(ids), positions,
+                    torch.randint(5, config.vocab_size, (B, predictions)), torch.ones(B, predictions),
+                    torch.zeros(B, dtype=torch.long))
+        out.loss.backward()
+    assert counter.get_total_flops() == pytest.approx(B * pretraining_flops_per_sequence(config, seq_len, predictions),
+                                                      rel=1e-6)

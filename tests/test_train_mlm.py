@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -309,3 +310,81 @@ def test_output_to_a_file_gets_plain_lines_not_a_bar(corpus, tmp_path):
     lines = [line for line in r.stdout.splitlines() if line.startswith("step ")]
     assert [line.split(":")[0] for line in lines] == ["step 2/4", "step 4/4"]
     assert all(" tok/s, " in line and ", ETA 0:00:" in line for line in lines)
+
+
+@pytest.mark.parametrize("head,value", [("mlm_loss", "inf"), ("nsp_loss", "nan"), ("nsp_loss", "inf")])
+def test_non_finite_mlm_or_nsp_loss_stops_without_overwriting_checkpoints(run, monkeypatch, capsys, head, value):
+    forward = BertForPreTraining.forward
+    calls = {"n": 0}
+
+    def forward_bad_at_step_3(self, *a, **kw):
+        out = forward(self, *a, **kw)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                return out._replace(**{head: getattr(out, head) + float(value)})
+        return out
+
+    monkeypatch.setattr(BertForPreTraining, "forward", forward_bad_at_step_3)
+    code, run_dir = run("--steps", "6", "--save-interval", "2", "--eval-interval", "2", "--viz-interval", "0")
+    assert code == 3
+    assert f"loss is {value} at step 3" in capsys.readouterr().err
+    assert sorted(os.listdir(run_dir / "checkpoints")) == ["best.pt", "step_0000002.pt"]
+    assert torch.load(run_dir / "checkpoints" / "step_0000002.pt", weights_only=False)["step"] == 2
+
+
+def test_a_truncated_checkpoint_is_named_and_an_older_one_resumes(run, capsys):
+    code, run_dir = run("--steps", "4", "--save-interval", "2", "--eval-interval", "4", "--viz-interval", "0")
+    assert code == 0
+    newest = run_dir / "checkpoints" / "step_0000004.pt"
+    with open(newest, "r+b") as f:
+        f.truncate(os.path.getsize(newest) // 2)
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(run_dir), "--steps", "6", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    older = run_dir / "checkpoints" / "step_0000002.pt"
+    assert len(err) == 1 and err[0].startswith(f"error: {newest}: cannot read checkpoint")
+    assert err[0].endswith(f"resume from an older one: --resume {older}")
+    assert train_mlm.main(["--resume", str(older), "--steps", "6", "--no-progress"]) == 0
+    assert sorted(scalars(run_dir, "Loss/train")) == list(range(1, 7))
+
+
+def test_sigkill_while_a_checkpoint_is_written_keeps_the_previous_one(corpus, tmp_path):
+    """The process is killed inside the save of step 4's checkpoint (its bytes written, not yet renamed):
+    step 2's checkpoint is intact and --resume continues from it."""
+    marker = tmp_path / "saving"
+    hook = f"""
+import os, sys, time, train_mlm
+fsync = os.fsync
+def slow_fsync(fd):
+    fsync(fd)
+    if "/checkpoints/.tmp-" in os.readlink(f"/proc/self/fd/{{fd}}") and os.path.exists({str(tmp_path / "step2")!r}):
+        open({str(marker)!r}, "w").close()
+        time.sleep(60)
+    elif "/checkpoints/.tmp-" in os.readlink(f"/proc/self/fd/{{fd}}"):
+        open({str(tmp_path / "step2")!r}, "w").close()
+os.fsync = slow_fsync
+sys.exit(train_mlm.main(sys.argv[1:]))
+"""
+    argv = ["--data", str(corpus), "--config", "tiny", "--hidden", "32", "--heads", "2", "--seq-len", "32",
+            "--batch-size", "4", "--vocab-size", "300", "--max-predictions", "5", "--eval-batches", "1",
+            "--steps", "6", "--save-interval", "2", "--eval-interval", "100", "--viz-interval", "0",
+            "--log-interval", "1", "--no-progress", "--cache-dir", str(corpus.parent / "cache"),
+            "--out-dir", str(tmp_path), "--run-name", "killed"]
+    proc = subprocess.Popen([sys.executable, "-c", hook, *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    ckpts = tmp_path / "killed" / "checkpoints"
+    names = sorted(os.listdir(ckpts))
+    assert "step_0000002.pt" in names and "step_0000004.pt" not in names
+    assert [n for n in names if n.startswith(".tmp-")]  # the half-done save, never taken for a checkpoint
+    assert torch.load(ckpts / "step_0000002.pt", weights_only=False)["step"] == 2
+    assert train_mlm.main(["--resume", str(tmp_path / "killed"), "--no-progress"]) == 0
+    # steps 3-6 logged by the resumed run (a killed process may not have flushed its own events)
+    assert set(range(3, 7)) <= set(scalars(tmp_path / "killed", "Loss/train"))
+    assert torch.load(ckpts / "step_0000006.pt", weights_only=False)["step"] == 6 and (tmp_path / "killed" / "final").is_dir()
