@@ -366,12 +366,19 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+TOO_FEW_DOCUMENTS = ("a document is a block of lines between blank lines (BERT's format), an article (WikiText), a "
+                     "JSONL line or Parquet row, 10 lines of a file with a paragraph per line, or up to 1 MB of other "
+                     "prose; give more text, or separate documents with blank lines")
+
+
 def prepare_corpus(paths: list[str], tokenizer: BertTokenizer, cache_dir: str, workers: int | None = None,
-                   text_field: str = "text", fmt: str | None = None, progress: bool = True) -> TokenizedCorpus:
+                   text_field: str = "text", fmt: str | None = None, progress: bool = True,
+                   min_documents: int = 1) -> TokenizedCorpus:
     """The corpus in files, folders or globs, tokenised with `tokenizer` into cache_dir (once) and
     memory-mapped. `workers` processes tokenise (default: one per CPU); the text streams through in
     chunks and is never held whole. fmt forces a text format ('bert', 'wikitext', 'prose') instead of
-    detecting it per file. Progress goes to stderr: a bar on a terminal, a line every 10 s otherwise."""
+    detecting it per file. Progress goes to stderr: a bar on a terminal, a line every 10 s otherwise.
+    A corpus of fewer than min_documents documents is an error, and is not cached."""
     manifest = corpus_manifest(paths, text_field, fmt, cache_dir)
     key = _key(CACHE_FORMAT, manifest, _vocab_sha(tokenizer), tokenizer.do_lower_case)
     folder = os.path.join(cache_dir, f"corpus-{key[:20]}")
@@ -399,6 +406,9 @@ def prepare_corpus(paths: list[str], tokenizer: BertTokenizer, cache_dir: str, w
             raise DataError(f"{', '.join(paths)}: {long_chars / chars:.0%} of the text is in 'sentences' of over "
                             f"{LONG_SENTENCE:,} characters: it has no sentence punctuation (. ! ? 。！？；) to split "
                             "it at. Give one sentence per line (BERT's format) or one paragraph per line")
+        if writer.documents < min_documents:
+            raise DataError(f"{', '.join(paths)}: too few documents ({writer.documents}) for a train/valid split: "
+                            + TOO_FEW_DOCUMENTS)
         seconds = time.perf_counter() - t0
         writer.commit(folder, {"format": CACHE_FORMAT, "manifest": manifest, "vocab": tokenizer.vocab_file,
                                "do_lower_case": tokenizer.do_lower_case, "bytes": total, "workers": workers,

@@ -32,9 +32,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from data import (BertTokenizer, DataError, Prefetcher, PretrainingData,
+from data import (SPECIAL_TOKENS, BertTokenizer, DataError, Prefetcher, PretrainingData,
                   corpus_vocab, default_corpus_file, prepare_corpus, split_document_ids)
-from token_cache import default_cache_dir, default_workers
+from token_cache import TOO_FEW_DOCUMENTS, default_cache_dir, default_workers
 from model import (BertConfig, BertForPreTraining, CheckpointError, PRESETS, atomic_write,
                    pretraining_flops_per_sequence)
 
@@ -217,13 +217,12 @@ def prepare_data(args, is_main: bool) -> tuple:
     vocab_file = args.vocab or corpus_vocab(paths, args.vocab_size, args.cache_dir, not args.cased,
                                             args.vocab_sample, args.text_field, fmt)
     tokenizer = BertTokenizer(vocab_file, do_lower_case=not args.cased)
-    corpus = prepare_corpus(paths, tokenizer, args.cache_dir, args.workers, args.text_field, fmt, progress=is_main)
+    corpus = prepare_corpus(paths, tokenizer, args.cache_dir, args.workers, args.text_field, fmt, progress=is_main,
+                            min_documents=2)
     n = corpus.num_documents()
-    if n < 2:
+    if n < 2:  # prepared before, by prepare_data.py
         raise DataError(f"{' '.join(args.data or ['default corpus'])}: too few documents ({n}) for a train/valid "
-                        "split: a document is a block of lines between blank lines (BERT's format), an article "
-                        "(WikiText), a JSONL line or Parquet row, 10 lines of a file with a paragraph per line, "
-                        "or up to 1 MB of other prose; give more text, or separate documents with blank lines")
+                        f"split: {TOO_FEW_DOCUMENTS}")
     train_ids, valid_ids = split_document_ids(n, args.valid_fraction, args.seed)
     meta = corpus.info
     info = dict(info, documents=meta["documents"], sentences=meta["sentences"], words=meta["words"],
@@ -488,6 +487,7 @@ def log_probes(writer, model, tokenizer, step: int, device, probes: tuple[list[s
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        build_config(args, vocab_size=len(SPECIAL_TOKENS))  # a bad model shape is said before any data is read
         return train(args)
     except KeyboardInterrupt:  # before training started: nothing to save yet
         print("\ninterrupted", file=sys.stderr)

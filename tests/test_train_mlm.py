@@ -388,3 +388,91 @@ sys.exit(train_mlm.main(sys.argv[1:]))
     # steps 3-6 logged by the resumed run (a killed process may not have flushed its own events)
     assert set(range(3, 7)) <= set(scalars(tmp_path / "killed", "Loss/train"))
     assert torch.load(ckpts / "step_0000006.pt", weights_only=False)["step"] == 6 and (tmp_path / "killed" / "final").is_dir()
+
+
+def small_run_argv(corpus, out_dir, name, *extra):
+    return ["--data", str(corpus), "--config", "tiny", "--hidden", "32", "--heads", "2", "--seq-len", "32",
+            "--batch-size", "4", "--vocab-size", "300", "--max-predictions", "5", "--eval-batches", "2",
+            "--steps", "10", "--eval-interval", "5", "--viz-interval", "0", "--log-interval", "1",
+            "--save-interval", "100", "--no-progress", "--cache-dir", str(corpus.parent / "cache"),
+            "--out-dir", str(out_dir), "--run-name", name, *extra]
+
+
+def stop_at_step(cmd, step, sig, env=None, pids=None):
+    """Run cmd, send sig (to the pids that pids(proc) gives, default the process) once it has logged
+    `step`, and return (exit code, output)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    out = []
+    for line in proc.stdout:
+        out.append(line)
+        if line.startswith(f"step {step}/"):
+            for pid in (pids(proc) if pids else [proc.pid]):
+                os.kill(pid, sig)
+            break
+    rest, _ = proc.communicate(timeout=300)
+    return proc.returncode, "".join(out) + rest
+
+
+def assert_same_final_state(a, b):
+    """Bitwise: the weights, the optimizer's moments and step counts, the data position."""
+    sa, sb = (torch.load(p, weights_only=False) for p in (a, b))
+    assert list(sa["model"]) == list(sb["model"])
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+    oa, ob = sa["optimizer"]["state"], sb["optimizer"]["state"]
+    assert sorted(oa) == sorted(ob) and len(oa) > 0
+    for i in oa:
+        for k in oa[i]:
+            assert torch.equal(oa[i][k], ob[i][k]), (i, k)
+    assert sa["data"] == sb["data"] and sa["step"] == sb["step"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_real_process_stopped_by_a_signal_resumes_bitwise(corpus, tmp_path, sig):
+    """Ctrl-C (SIGINT) or SIGTERM to a real train_mlm.py process in mid-run: it finishes the step, saves,
+    exits 128+signal; --resume to the end gives the same losses, weights and optimizer state, bit for bit,
+    as a run that never stopped (CPU, the same threads)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = subprocess.run([sys.executable, "train_mlm.py", *small_run_argv(corpus, tmp_path, "straight")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+    code, out = stop_at_step([sys.executable, "train_mlm.py", *small_run_argv(corpus, tmp_path, "split")], 4, sig,
+                             env=env)
+    assert code == 128 + sig, out
+    stopped = int(out.split(f"{signal.Signals(sig).name}: stopped at step ")[1].split(";")[0])
+    assert 4 <= stopped < 10 and f"--resume {tmp_path / 'split'}" in out
+    resumed = subprocess.run([sys.executable, "train_mlm.py", "--resume", str(tmp_path / "split"), "--no-progress"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    want, got = scalars(tmp_path / "straight", "Loss/train"), scalars(tmp_path / "split", "Loss/train")
+    assert sorted(got) == list(range(1, 11)) and all(got[s] == want[s] for s in range(stopped + 1, 11))
+    assert scalars(tmp_path / "split", "Loss/valid")[10] == scalars(tmp_path / "straight", "Loss/valid")[10]
+    assert_same_final_state(tmp_path / "straight" / "checkpoints" / "step_0000010.pt",
+                            tmp_path / "split" / "checkpoints" / "step_0000010.pt")
+
+
+def test_two_processes_stopped_and_resumed_match_an_uninterrupted_pair(corpus, tmp_path):
+    """torchrun with 2 gloo processes: SIGTERM to both workers (as a cluster's scheduler sends it) in
+    mid-run, then --resume under torchrun: the same losses and final state as 2 processes that never
+    stopped."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train_mlm.py"]
+    straight = subprocess.run([*torchrun, *small_run_argv(corpus, tmp_path, "straight", "--dropout", "0")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+
+    def workers(proc):
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    code, out = stop_at_step([*torchrun, *small_run_argv(corpus, tmp_path, "split", "--dropout", "0")], 4,
+                             signal.SIGTERM, env=env, pids=workers)
+    assert "SIGTERM: stopped at step" in out, out
+    resumed = subprocess.run([*torchrun, "--resume", str(tmp_path / "split"), "--no-progress"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    want, got = scalars(tmp_path / "straight", "Loss/train"), scalars(tmp_path / "split", "Loss/train")
+    assert sorted(got) == list(range(1, 11))
+    for s in range(1, 11):
+        assert got[s] == pytest.approx(want[s], abs=1e-6), s
+    assert_same_final_state(tmp_path / "straight" / "checkpoints" / "step_0000010.pt",
+                            tmp_path / "split" / "checkpoints" / "step_0000010.pt")
