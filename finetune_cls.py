@@ -779,6 +779,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, CheckpointError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: the best model saved so far (if any) stays; the run is not resumable
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -489,3 +489,14 @@ def test_scratch_baseline_takes_the_size_of_the_newest_pretraining_run(env, caps
     (run,) = run_dirs(tmp_path)
     config = json.loads((run / "model" / "config.json").read_text())
     assert (config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]) == (32, 2, 64)
+
+
+def test_ctrl_c_is_one_line_and_exit_130(env, capsys, monkeypatch):
+    tmp_path, files, flags = env
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(finetune_cls, "classification_batches", interrupted)  # Ctrl-C in the first epoch
+    assert main([*flags, "--train", files["train"], "--valid", files["valid"]]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "interrupted" and "Traceback" not in err
