@@ -76,3 +76,48 @@ def one_thread_when_smoke(request):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+from pytest_benchmark.fixture import BenchmarkFixture  # noqa: E402
+
+
+class SmokeTimed(BenchmarkFixture):
+    """pytest-benchmark's fixture, except that with --benchmark-disable the one call it makes is timed
+    (smoke_seconds), so that the cases compute their figures in CI too."""
+
+    smoke_seconds = None
+
+    def _timed(self, call):
+        import time
+        t0 = time.perf_counter()
+        result = call()
+        if not self.enabled:
+            self.smoke_seconds = time.perf_counter() - t0
+        return result
+
+    def pedantic(self, target, args=(), kwargs=None, setup=None, **options):
+        if not self.enabled and setup is not None:  # as pedantic does: setup may give the arguments
+            made = setup()
+            args, kwargs = made if made is not None else (args, kwargs)
+            setup = None
+        return self._timed(lambda: super(SmokeTimed, self).pedantic(target, args=args, kwargs=kwargs, setup=setup,
+                                                                    **options))
+
+    def __call__(self, function, *args, **kwargs):
+        return self._timed(lambda: super(SmokeTimed, self).__call__(function, *args, **kwargs))
+
+
+SMOKE_RESULTS: list[dict] = []  # (group, extra_info) of every case of this session, for test_zz_summary.py
+
+
+@pytest.fixture
+def benchmark(benchmark):
+    benchmark.__class__ = SmokeTimed  # the same object, with the timed smoke call
+    yield benchmark
+    info = dict(benchmark.extra_info)
+    if info:
+        for key, value in info.items():  # every figure a case records is finite and positive
+            if isinstance(value, float):
+                import math
+                assert math.isfinite(value) and value > 0, (benchmark.name, key, value)
+        SMOKE_RESULTS.append({"group": benchmark.group, "name": benchmark.name, "extra_info": info})
