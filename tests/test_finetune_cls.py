@@ -225,16 +225,24 @@ def test_finetuning_learns_a_separable_task(env, capsys):
     assert results["acc"] >= 0.9, results
 
 
-def test_sentence_pairs_jsonl_scratch_bf16_and_pad_to_max_length(env, capsys):
+def test_sentence_pairs_jsonl_scratch_bf16_and_pad_to_max_length(env, capsys, monkeypatch):
     tmp_path, _, flags = env
     rng = random.Random(0)
     rows = [{"question": sentence(rng, label), "answer": " ".join(rng.sample(FILLER, 3)), "y": label}
             for label in ("a", "b", "c") * 6]
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen = []  # what the model was run with: padded to 16, under bf16 autocast
+    forward = BertForSequenceClassification.forward
+
+    def recording_forward(self, input_ids, *a, **kw):
+        seen.append((input_ids.shape[1], torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return forward(self, input_ids, *a, **kw)
+    monkeypatch.setattr(BertForSequenceClassification, "forward", recording_forward)
     assert main(["--train", str(path), "--text-columns", "question,answer", "--label-column", "y",
                  "--init", "scratch", "--config", "tiny", "--max-length", "16", "--pad-to-max-length",
                  "--precision", "bf16", *flags]) == 0
+    assert seen and set(seen) == {(16, True, torch.bfloat16)}
     out = capsys.readouterr().out
     assert "3 classes (a, b, c)" in out and f"the vocabulary of {tmp_path / 'runs' / 'pre' / 'final'}" in out
 
@@ -361,6 +369,23 @@ def test_glue_checksum_mismatch_caches_nothing(env, glue_server, capsys):
     err = capsys.readouterr().err
     assert finetune_cls.GLUE_TASKS["sst2"].sha256 in err and "does not match" in err
     assert requests == ["/SST-2.zip", "/SST-2.zip"] and os.listdir(tmp_path / "cache" / "glue") == []
+
+
+def test_the_recorded_sha256_is_what_a_download_is_checked_against(env, glue_server, monkeypatch):
+    """A zip the test builds, whose digest it knows, recorded in the task table: accepted with no
+    --glue-sha256; one byte changed in the table, refused."""
+    import dataclasses
+    tmp_path, _, flags = env
+    url, sha, requests = glue_server
+    monkeypatch.setitem(finetune_cls.GLUE_TASKS, "sst2", dataclasses.replace(finetune_cls.GLUE_TASKS["sst2"], sha256=sha))
+    assert main(["--task", "sst2", "--glue-url", url, *flags]) == 0
+    assert requests == ["/SST-2.zip"] and os.listdir(tmp_path / "cache" / "glue") == ["SST-2"]
+    wrong = ("1" if sha[0] != "1" else "2") + sha[1:]
+    monkeypatch.setitem(finetune_cls.GLUE_TASKS, "sst2", dataclasses.replace(finetune_cls.GLUE_TASKS["sst2"], sha256=wrong))
+    for name in os.listdir(tmp_path / "cache" / "glue" / "SST-2"):
+        os.remove(tmp_path / "cache" / "glue" / "SST-2" / name)
+    os.rmdir(tmp_path / "cache" / "glue" / "SST-2")
+    assert main(["--task", "sst2", "--glue-url", url, *flags]) == 1
 
 
 def test_glue_table_records_a_sha256_for_every_task():
