@@ -24,8 +24,8 @@ import torch
 
 from corpus import (corpus_files, default_corpus, default_corpus_file, jsonl_rows,
                     read_documents, split_documents, split_sentences)
-from token_cache import (TokenizedCorpus, cached_vocab, corpus_vocab, open_prepared,
-                         prepare_corpus, split_document_ids, tokenize_corpus)
+from token_cache import (TokenizedCorpus, cached_vocab, corpus_vocab, open_prepared, prepare_corpus,
+                         prepare_pretraining_corpus, split_document_ids, tokenize_corpus)
 from tokenization import (SPECIAL_TOKENS, BertTokenizer, DataError, read_text,
                           train_wordpiece_vocab, write_text_atomic)
 
@@ -33,7 +33,7 @@ from tokenization import (SPECIAL_TOKENS, BertTokenizer, DataError, read_text,
 __all__ = ["DataError", "SPECIAL_TOKENS", "BertTokenizer", "train_wordpiece_vocab", "read_text", "write_text_atomic",
            "corpus_files", "read_documents", "split_documents", "split_sentences", "default_corpus",
            "default_corpus_file", "jsonl_rows", "TokenizedCorpus", "tokenize_corpus", "prepare_corpus",
-           "open_prepared", "split_document_ids", "cached_vocab", "corpus_vocab", "truncate_seq_pair",
+           "open_prepared", "prepare_pretraining_corpus", "split_document_ids", "cached_vocab", "corpus_vocab", "truncate_seq_pair",
            "PretrainingData", "Prefetcher", "ClassificationExample", "read_classification_file", "LabelMap",
            "encode_classification", "classification_batches"]
 
@@ -56,19 +56,6 @@ def truncate_seq_pair(tokens_a: list, tokens_b: list, max_num_tokens: int, rng: 
         la, lb = (la - 1, lb) if side == 0 else (la, lb - 1)
     tokens_a[:] = tokens_a[front[0]:front[0] + la]
     tokens_b[:] = tokens_b[front[1]:front[1] + lb]
-
-
-class _Documents:
-    """A corpus's documents as lists of sentence arrays, read from the memory map when asked for."""
-
-    def __init__(self, corpus: TokenizedCorpus):
-        self.corpus = corpus
-
-    def __len__(self) -> int:
-        return self.corpus.num_documents()
-
-    def __getitem__(self, i: int) -> list[np.ndarray]:
-        return self.corpus.document(i)
 
 
 class PretrainingData:
@@ -112,7 +99,7 @@ class PretrainingData:
         # random replacements come from the ordinary tokens: not the special tokens nor [unusedN] slots
         self.random_ids = np.array([i for i, t in enumerate(tokenizer.ids_to_tokens)
                                     if i not in tokenizer.special_ids and not re.fullmatch(r"\[unused\d+\]", t)])
-        self.documents = _Documents(corpus)
+        self.documents = corpus  # documents read from the cache as the stream reaches them
         # the stream position: epoch, the block (its first position in the epoch's document order), the
         # next instance in the block, and how many instances of the epoch were taken before it
         self.epoch, self.block, self.index, self.cursor = 0, 0, 0, 0

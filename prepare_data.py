@@ -18,9 +18,8 @@ import argparse
 import shlex
 import sys
 
-from corpus import default_corpus_file
-from token_cache import corpus_vocab, default_cache_dir, default_workers, prepare_corpus
-from tokenization import BertTokenizer, DataError
+from token_cache import default_cache_dir, default_workers, prepare_pretraining_corpus
+from tokenization import DataError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,11 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     try:
-        paths, fmt = (args.data, None) if args.data else ([default_corpus_file(args.cache_dir)[0]], "bert")
-        vocab_file = args.vocab or corpus_vocab(paths, args.vocab_size, args.cache_dir, not args.cased,
-                                                args.vocab_sample, args.text_field, fmt)
-        tokenizer = BertTokenizer(vocab_file, do_lower_case=not args.cased)
-        corpus = prepare_corpus(paths, tokenizer, args.cache_dir, args.workers, args.text_field, fmt)
+        vocab_file, _, corpus, _ = prepare_pretraining_corpus(
+            args.data, args.cache_dir, args.vocab, args.vocab_size, not args.cased, args.vocab_sample,
+            args.text_field, args.workers)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

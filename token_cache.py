@@ -10,7 +10,8 @@ A cache folder, cache_dir/corpus-<key>/, holds
     doc_token_offsets.bin int64, n_documents + 1, in tokens (a split's size without reading the rest)
     token_counts.npy      how often each id occurs (the unigram baseline, without reading tokens.bin)
     meta.json             the manifest it was made from, the counts, the time it took
-The key is the files' paths, sizes and modification times, the vocabulary and the casing: nothing is
+The key is the files' paths, sizes, modification and change times and inodes, the vocabulary and the
+casing: nothing is
 read to find a cache, and a file changed since is prepared again. A folder is written under a
 temporary name and renamed when complete, so a crash, Ctrl-C or full disk leaves nothing a later run
 would trust.
@@ -39,7 +40,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from corpus import Chunk, corpus_files, file_chunks, parse_chunk, sample_sentences
+from corpus import Chunk, corpus_files, default_corpus_file, file_chunks, parse_chunk, sample_sentences
 from progress import Progress
 from tokenization import BertTokenizer, DataError, train_wordpiece_vocab
 
@@ -79,6 +80,12 @@ class TokenizedCorpus:
             return len(self.tokens)
         offsets = np.asarray(self.doc_token_offsets)
         return int((offsets[self.doc_ids.astype(np.int64) + 1] - offsets[self.doc_ids]).sum())
+
+    def __len__(self) -> int:  # a sequence of documents, as create_instances_from_document indexes them
+        return self.num_documents()
+
+    def __getitem__(self, i: int) -> list[np.ndarray]:
+        return self.document(i)
 
     def document(self, i: int) -> list[np.ndarray]:
         """The i-th document (of this subset) as a list of sentences (token id arrays)."""
@@ -257,14 +264,13 @@ def _alive(pid: int) -> bool:
 LONG_SENTENCE = 1000  # characters: text the splitter could not cut into sentences
 
 
-def _tokenize_chunk(chunk: Chunk, tokenizer: BertTokenizer | None = None) -> tuple:
-    """(file bytes read, tokens, sentence lengths, sentences per document, words, characters, characters
-    in sentences longer than LONG_SENTENCE) of one chunk; sentences that tokenise to nothing and
+def _tokenize_documents(documents: Iterable[list[str]], tokenizer: BertTokenizer) -> tuple:
+    """(tokens, sentence lengths, sentences per document, words, characters, characters in sentences
+    longer than LONG_SENTENCE) of documents of sentences; sentences that tokenise to nothing and
     documents left empty are dropped."""
-    tokenizer = tokenizer or _worker_tokenizer
     tokens: list[int] = []
     sentence_lengths, document_sizes, words, chars, long_chars = [], [], 0, 0, 0
-    for document in parse_chunk(chunk):
+    for document in documents:
         n = 0
         for sentence in document:
             chars += len(sentence)
@@ -279,8 +285,13 @@ def _tokenize_chunk(chunk: Chunk, tokenizer: BertTokenizer | None = None) -> tup
         if n:
             document_sizes.append(n)
     dtype = np.uint16 if len(tokenizer) <= 65535 else np.int32
-    return (chunk.read, np.array(tokens, dtype=dtype), np.array(sentence_lengths, np.int64),
-            np.array(document_sizes, np.int64), words, chars, long_chars)
+    return (np.array(tokens, dtype=dtype), np.array(sentence_lengths, np.int64), np.array(document_sizes, np.int64),
+            words, chars, long_chars)
+
+
+def _tokenize_chunk(chunk: Chunk, tokenizer: BertTokenizer | None = None) -> tuple:
+    """(file bytes read, *_tokenize_documents) of one chunk, in a worker process (or with `tokenizer`)."""
+    return (chunk.read, *_tokenize_documents(parse_chunk(chunk), tokenizer or _worker_tokenizer))
 
 
 _worker_tokenizer: BertTokenizer | None = None
@@ -385,7 +396,6 @@ def prepare_corpus(paths: list[str], tokenizer: BertTokenizer, cache_dir: str, w
     if os.path.isfile(os.path.join(folder, "meta.json")):
         return open_prepared(folder)
     workers = workers or default_workers()
-    files = [entry[0] for entry in manifest["files"]]
     total = sum(entry[1] for entry in manifest["files"])
     t0 = time.perf_counter()
     writer = None
@@ -394,7 +404,7 @@ def prepare_corpus(paths: list[str], tokenizer: BertTokenizer, cache_dir: str, w
                    f"({done / max(total, 1):.0%}), {done / 1e6 / max(s, 1e-9):.1f} MB/s, {writer.tokens:,} tokens")
     try:
         writer = _CacheWriter(cache_dir, len(tokenizer))
-        chunks = (c for f in files for c in _checked_chunks(f, manifest, text_field, fmt))
+        chunks = (c for entry in manifest["files"] for c in _checked_chunks(entry, text_field, fmt))
         chars = long_chars = 0
         for read, tokens, sentence_lengths, document_sizes, words, n, n_long in _tokenized(chunks, tokenizer, workers):
             writer.add(tokens, sentence_lengths, document_sizes, words)
@@ -429,16 +439,35 @@ def prepare_corpus(paths: list[str], tokenizer: BertTokenizer, cache_dir: str, w
     meta = corpus.info
     if progress:
         print(f"prepared {meta['documents']:,} documents, {meta['sentences']:,} sentences, {meta['tokens']:,} "
-              f"tokens from {len(files)} file(s), {total / 1e6:,.1f} MB in {seconds:.1f}s "
+              f"tokens from {len(manifest['files'])} file(s), {total / 1e6:,.1f} MB in {seconds:.1f}s "
               f"({total / 1e6 / max(seconds, 1e-9):.1f} MB/s, {workers} worker(s)): {folder}", file=sys.stderr)
     return corpus
 
 
-def _checked_chunks(path: str, manifest: dict, text_field: str, fmt: str | None) -> Iterator[Chunk]:
-    """The file's chunks; DataError if it changes while it is read (the cache would not match its key)."""
-    expected = next(entry for entry in manifest["files"] if entry[0] == os.path.abspath(path))
+def prepare_pretraining_corpus(data: list[str] | None, cache_dir: str, vocab: str | None = None,
+                               vocab_size: int = 8192, do_lower_case: bool = True, vocab_sample: float = 50,
+                               text_field: str = "text", workers: int | None = None, progress: bool = True,
+                               min_documents: int = 1) -> tuple[str, BertTokenizer, TokenizedCorpus, dict]:
+    """(vocab file, tokenizer, corpus, corpus info) for pretraining: the files of `data` (or the embedded
+    default corpus), a vocabulary (`vocab`, or one trained on a vocab_sample MB sample) and the prepared
+    corpus. The one recipe of train_mlm.py and prepare_data.py: what one prepares, the other finds."""
+    if data:
+        paths, fmt, info = data, None, {"sources": data}
+    else:
+        path, info = default_corpus_file(cache_dir)
+        paths, fmt = [path], "bert"
+    vocab_file = vocab or corpus_vocab(paths, vocab_size, cache_dir, do_lower_case, vocab_sample, text_field, fmt)
+    tokenizer = BertTokenizer(vocab_file, do_lower_case=do_lower_case)
+    corpus = prepare_corpus(paths, tokenizer, cache_dir, workers, text_field, fmt, progress, min_documents)
+    return vocab_file, tokenizer, corpus, info
+
+
+def _checked_chunks(entry: list, text_field: str, fmt: str | None) -> Iterator[Chunk]:
+    """The chunks of the file of a manifest entry; DataError if the file changes while it is read (the
+    cache would not match its key)."""
+    path = entry[0]
     yield from file_chunks(path, text_field, fmt=fmt)
-    if _stat(path) != expected:
+    if _stat(path) != entry:
         raise DataError(f"{path}: changed while it was being prepared; nothing was kept, run again")
 
 
@@ -456,19 +485,8 @@ def tokenize_corpus(documents: list[list[str]], tokenizer: BertTokenizer, cache_
         return open_prepared(folder)
     writer = _CacheWriter(cache_dir, len(tokenizer))
     try:
-        tokens, sentence_lengths, document_sizes = [], [], []
-        for doc in documents:
-            n = 0
-            for sentence in doc:
-                ids = tokenizer.tokenize_to_ids(sentence)
-                if ids:
-                    tokens.extend(ids)
-                    sentence_lengths.append(len(ids))
-                    n += 1
-            if n:
-                document_sizes.append(n)
-        writer.add(np.array(tokens, dtype=writer.dtype), np.array(sentence_lengths, np.int64),
-                   np.array(document_sizes, np.int64))
+        tokens, sentence_lengths, document_sizes, words, _, _ = _tokenize_documents(documents, tokenizer)
+        writer.add(tokens, sentence_lengths, document_sizes, words)
         writer.commit(folder, {"format": CACHE_FORMAT, "vocab": tokenizer.vocab_file,
                                "do_lower_case": tokenizer.do_lower_case})
     except BaseException:
@@ -498,10 +516,10 @@ def corpus_vocab(paths: list[str], vocab_size: int, cache_dir: str, do_lower_cas
                  sample_mb: float = 50, text_field: str = "text", fmt: str | None = None) -> str:
     """A WordPiece vocabulary trained on about sample_mb MB of the corpus files, spread over all of them
     (corpus.sample_sentences), in bounded memory; cached by the files' manifest, size, casing and sample."""
-    key = _key(VOCAB_FORMAT, CACHE_FORMAT, corpus_manifest(paths, text_field, fmt, cache_dir), vocab_size,
-               do_lower_case, sample_mb)
+    manifest = corpus_manifest(paths, text_field, fmt, cache_dir)
+    key = _key(VOCAB_FORMAT, CACHE_FORMAT, manifest, vocab_size, do_lower_case, sample_mb)
     path = os.path.join(cache_dir, f"vocab-{key[:16]}.txt")
-    files = corpus_files(paths, exclude=cache_dir)
+    files = [entry[0] for entry in manifest["files"]]  # the folders are walked once
     return _train_cached(sample_sentences(files, int(sample_mb * 1e6), text_field, fmt), vocab_size, path,
                          do_lower_case)
 

@@ -32,9 +32,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from data import (SPECIAL_TOKENS, BertTokenizer, DataError, Prefetcher, PretrainingData,
-                  corpus_vocab, default_corpus_file, prepare_corpus, split_document_ids)
-from token_cache import TOO_FEW_DOCUMENTS, default_cache_dir, default_workers
+from data import SPECIAL_TOKENS, DataError, Prefetcher, PretrainingData, split_document_ids
+from token_cache import TOO_FEW_DOCUMENTS, default_cache_dir, default_workers, prepare_pretraining_corpus
 from model import (BertConfig, BertForPreTraining, CheckpointError, PRESETS, atomic_write,
                    pretraining_flops_per_sequence)
 
@@ -209,16 +208,9 @@ def prepare_data(args, is_main: bool) -> tuple:
     is_main: this process prepares (and reports progress)."""
     if not is_main:
         dist.barrier()
-    if args.data:
-        paths, fmt, info = args.data, None, {"sources": args.data}
-    else:
-        path, info = default_corpus_file(args.cache_dir)
-        paths, fmt = [path], "bert"
-    vocab_file = args.vocab or corpus_vocab(paths, args.vocab_size, args.cache_dir, not args.cased,
-                                            args.vocab_sample, args.text_field, fmt)
-    tokenizer = BertTokenizer(vocab_file, do_lower_case=not args.cased)
-    corpus = prepare_corpus(paths, tokenizer, args.cache_dir, args.workers, args.text_field, fmt, progress=is_main,
-                            min_documents=2)
+    vocab_file, tokenizer, corpus, info = prepare_pretraining_corpus(
+        args.data, args.cache_dir, args.vocab, args.vocab_size, not args.cased, args.vocab_sample, args.text_field,
+        args.workers, progress=is_main, min_documents=2)
     n = corpus.num_documents()
     if n < 2:  # prepared before, by prepare_data.py
         raise DataError(f"{' '.join(args.data or ['default corpus'])}: too few documents ({n}) for a train/valid "

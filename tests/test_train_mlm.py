@@ -197,19 +197,24 @@ def test_resume_with_more_steps_a_new_lr_and_weight_decay_uses_them(run):
     assert [g["weight_decay"] for g in ckpt["optimizer"]["param_groups"]] == [0.05, 0.0]
 
 
-def test_nan_loss_stops_without_overwriting_checkpoints(run, monkeypatch, capsys):
+def break_loss_at(monkeypatch, step: int, head: str, bad) -> None:
+    """The model's training forward returns bad(loss) for `head` ('mlm_loss' or 'nsp_loss') at `step`."""
     forward = BertForPreTraining.forward
     calls = {"n": 0}
 
-    def forward_nan_at_step_5(self, *a, **kw):
+    def broken_forward(self, *a, **kw):
         out = forward(self, *a, **kw)
         if self.training:
             calls["n"] += 1
-            if calls["n"] == 5:
-                return out._replace(mlm_loss=out.mlm_loss * float("nan"))
+            if calls["n"] == step:
+                return out._replace(**{head: bad(getattr(out, head))})
         return out
 
-    monkeypatch.setattr(BertForPreTraining, "forward", forward_nan_at_step_5)
+    monkeypatch.setattr(BertForPreTraining, "forward", broken_forward)
+
+
+def test_nan_loss_stops_without_overwriting_checkpoints(run, monkeypatch, capsys):
+    break_loss_at(monkeypatch, 5, "mlm_loss", lambda loss: loss * float("nan"))
     code, run_dir = run("--steps", "8", "--save-interval", "2", "--eval-interval", "2", "--viz-interval", "0")
     assert code == 3
     err = capsys.readouterr().err
@@ -314,18 +319,7 @@ def test_output_to_a_file_gets_plain_lines_not_a_bar(corpus, tmp_path):
 
 @pytest.mark.parametrize("head,value", [("mlm_loss", "inf"), ("nsp_loss", "nan"), ("nsp_loss", "inf")])
 def test_non_finite_mlm_or_nsp_loss_stops_without_overwriting_checkpoints(run, monkeypatch, capsys, head, value):
-    forward = BertForPreTraining.forward
-    calls = {"n": 0}
-
-    def forward_bad_at_step_3(self, *a, **kw):
-        out = forward(self, *a, **kw)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 3:
-                return out._replace(**{head: getattr(out, head) + float(value)})
-        return out
-
-    monkeypatch.setattr(BertForPreTraining, "forward", forward_bad_at_step_3)
+    break_loss_at(monkeypatch, 3, head, lambda loss: loss + float(value))
     code, run_dir = run("--steps", "6", "--save-interval", "2", "--eval-interval", "2", "--viz-interval", "0")
     assert code == 3
     assert f"loss is {value} at step 3" in capsys.readouterr().err
