@@ -470,3 +470,29 @@ def test_two_processes_stopped_and_resumed_match_an_uninterrupted_pair(corpus, t
         assert got[s] == pytest.approx(want[s], abs=1e-6), s
     assert_same_final_state(tmp_path / "straight" / "checkpoints" / "step_0000010.pt",
                             tmp_path / "split" / "checkpoints" / "step_0000010.pt")
+
+
+def test_a_checkpoint_written_before_the_restructuring_resumes_exactly(tmp_path):
+    """tests/fixtures/run_v1: step 4 of an 8-step run saved by train_mlm.py as it was before the training
+    loop was restructured (commit efcd91f), with the losses, valid loss, final weights and Adam moments
+    of that run left uninterrupted. Today's code resumes the old file and must land on the same numbers."""
+    fixture = os.path.join(ROOT, "tests", "fixtures", "run_v1")
+    with open(os.path.join(fixture, "expected.json")) as f:
+        expected = json.load(f)
+    run_dir = tmp_path / "runs" / "old"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    with open(os.path.join(fixture, "step_0000004.pt"), "rb") as src:
+        (run_dir / "checkpoints" / "step_0000004.pt").write_bytes(src.read())
+    # The old run's paths (its corpus, cache and run folder) are given anew; every other setting is the file's.
+    assert train_mlm.main(["--resume", str(run_dir), "--data", os.path.join(fixture, "corpus"),
+                           "--cache-dir", str(tmp_path / "cache"), "--out-dir", str(tmp_path / "runs"),
+                           "--run-name", "old"]) == 0
+    train_loss = scalars(run_dir, "Loss/train")
+    assert [train_loss[s] for s in range(5, 9)] == pytest.approx(list(expected["train_loss"].values()), rel=1e-5)
+    assert scalars(run_dir, "Loss/valid")[8] == pytest.approx(expected["valid_loss_step_8"], rel=1e-5)
+    final = torch.load(run_dir / "checkpoints" / "step_0000008.pt", weights_only=False)
+    sums = {k: float(v.double().abs().sum()) for k, v in final["model"].items() if v.is_floating_point()}
+    assert sums.keys() == expected["final_weight_abs_sums"].keys()
+    assert sums == pytest.approx(expected["final_weight_abs_sums"], rel=1e-5)
+    exp_avg = sum(float(s["exp_avg"].double().abs().sum()) for s in final["optimizer"]["state"].values())
+    assert exp_avg == pytest.approx(expected["final_exp_avg_abs_sum"], rel=1e-5)
