@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train_mlm import measure_peak_flops
+from training import measure_peak_flops
 
 # CUDA cases are always collected, so a CPU-only run says what it did not measure.
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),

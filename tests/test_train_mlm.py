@@ -1,5 +1,6 @@
 """train_mlm.py end to end, on a small real corpus the tests write (CPython's documentation topics)."""
 
+import contextlib
 import json
 import math
 import os
@@ -496,3 +497,76 @@ def test_a_checkpoint_written_before_the_restructuring_resumes_exactly(tmp_path)
     assert sums == pytest.approx(expected["final_weight_abs_sums"], rel=1e-5)
     exp_avg = sum(float(s["exp_avg"].double().abs().sum()) for s in final["optimizer"]["state"].values())
     assert exp_avg == pytest.approx(expected["final_exp_avg_abs_sum"], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- the loop's pieces, alone
+
+
+def synthetic_batch(generator, n, seq_len=16, predictions=5, masked=5, vocab=50):
+    """n sequences with `masked` real predictions each (the rest of the max_predictions slots padding)."""
+    weights = torch.zeros(n, predictions)
+    weights[:, :masked] = 1
+    return {"input_ids": torch.randint(5, vocab, (n, seq_len), generator=generator),
+            "token_type_ids": torch.zeros(n, seq_len, dtype=torch.long),
+            "attention_mask": torch.ones(n, seq_len, dtype=torch.long),
+            "masked_lm_positions": torch.randint(1, seq_len, (n, predictions), generator=generator),
+            "masked_lm_ids": torch.randint(5, vocab, (n, predictions), generator=generator),
+            "masked_lm_weights": weights,
+            "next_sentence_labels": torch.randint(0, 2, (n,), generator=generator)}
+
+
+def test_forward_backward_weights_micro_batches_as_one_big_batch():
+    """Two micro-batches with 1 and 5 masked tokens per sequence give the gradient and the losses of the
+    one batch that holds both: the MLM loss is a mean over masked tokens, not over micro-batches (a plain
+    average of the two micro-batch losses would weight a token of the first five times as much)."""
+    from model import BertConfig, BertForPreTraining
+    g = torch.Generator().manual_seed(0)
+    a, b = synthetic_batch(g, 3, masked=1), synthetic_batch(g, 3, masked=5)
+    both = {k: torch.cat([a[k], b[k]]) for k in a}
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, hidden_dropout_prob=0, attention_probs_dropout_prob=0)
+    torch.manual_seed(0)
+    model = BertForPreTraining(config)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+
+    def grads_and_stats(micro):
+        model.zero_grad(set_to_none=True)
+        stats = train_mlm.forward_backward(model, micro, scaler, contextlib.nullcontext(), no_nsp=False)
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, stats
+    accumulated, accumulated_stats = grads_and_stats([a, b])
+    whole, whole_stats = grads_and_stats([both])
+    assert accumulated.keys() == whole.keys() and len(whole) == len(list(model.parameters()))
+    for name in whole:
+        torch.testing.assert_close(accumulated[name], whole[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert accumulated_stats == pytest.approx(whole_stats, rel=1e-5)
+    mlm_a, mlm_b = (model(**{k: v for k, v in x.items()}).mlm_loss.item() for x in (a, b))
+    assert abs((mlm_a + mlm_b) / 2 - whole_stats[0]) > 1e-3  # the naive average is measurably different
+
+
+def test_checkpointer_keeps_the_last_k_and_best_only_when_better(tmp_path):
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def state_dict(self):
+            return {"n": self.n}
+    counter = Counter()
+    ckpt = train_mlm.Checkpointer(str(tmp_path / "ck"), keep_last=2, write=True, best_valid=math.inf,
+                                  parts={"data": counter, "vocab": "a\nb\n"})
+    for step in range(1, 5):
+        counter.n = step
+        ckpt.save_step(step)
+    assert sorted(os.listdir(tmp_path / "ck")) == ["step_0000003.pt", "step_0000004.pt"]
+    state = torch.load(tmp_path / "ck" / "step_0000004.pt", weights_only=False)
+    assert (state["step"], state["data"], state["vocab"], state["best_valid_loss"]) == (4, {"n": 4}, "a\nb\n", math.inf)
+    assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
+    assert ckpt.improves(2.0) and not ckpt.improves(2.5) and not ckpt.improves(2.0) and ckpt.improves(1.5)
+    ckpt.save("best.pt", 4)
+    assert torch.load(tmp_path / "ck" / "best.pt", weights_only=False)["best_valid_loss"] == 1.5
+
+
+def test_settings_are_resolved_once_and_read_only():
+    s = train_mlm.resolve_settings(train_mlm.parse_args(["--steps", "200", "--warmup", "0.1"]), None)
+    assert s.warmup == 20 and s.max_predictions == 10 and s.run_name.endswith("-tiny")
+    with pytest.raises(AttributeError, match="read-only"):
+        s.steps = 300

@@ -1,0 +1,258 @@
+"""
+The training utilities both scripts share: settings, the command line's error convention, device and
+precision, optimizer and schedule, RNG state, checkpoint files, stop signals and FLOP measurement.
+
+train_mlm.py and finetune_cls.py are entry points; they import from here (and from model.py, data.py),
+never from each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import io
+import math
+import os
+import random
+import signal
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from model import CheckpointError, atomic_write
+from tokenization import DataError
+
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ----------------------------------------------------------------------------- settings and the command line
+
+
+class UsageError(ValueError):
+    """A bad flag or flag combination: one line, exit 2 (as argparse)."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except the empty ones (None, False) whose help says what happens."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default in (None, False) else super()._get_help_string(action)
+
+
+class Settings:
+    """A run's settings, resolved once from the flags (and, on resume, the run's own): read-only, so
+    that what the run logs and saves is what it used."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"settings are resolved once and read-only (tried to set {name})")
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def run_cli(command: Callable[[], int]) -> int:
+    """Run a script's command with the project's exit codes: 1 for bad data or a bad checkpoint, 2 for a
+    usage error (as argparse), 130 for Ctrl-C before anything could be saved; each said in one line."""
+    try:
+        return command()
+    except (DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def new_run_dir(out_dir: str, run_name: str | None, default_name: str) -> str:
+    """runs/<run_name>, which must not exist, or runs/<default_name> with a counter when two runs start
+    in the same second. Nothing is created."""
+    if run_name:
+        run_dir = os.path.join(out_dir, run_name)
+        if os.path.exists(run_dir):
+            raise UsageError(f"{run_dir} exists; choose another --run-name (nothing was overwritten)")
+        return run_dir
+    base = os.path.join(out_dir, default_name)
+    return next(d for d in (base if i == 0 else f"{base}-{i}" for i in range(1000)) if not os.path.exists(d))
+
+
+# ----------------------------------------------------------------------------- device, precision, optimizer
+
+
+def setup_device(name: str) -> torch.device:
+    """--device: auto (cuda > mps > cpu; under torchrun, this process's GPU), or a device by name."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: MPS is not available on this machine")
+    return device
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision == "fp16" and device.type != "cuda":
+        raise UsageError(f"--precision fp16 needs CUDA (device is {device}); use bf16 or fp32")
+
+
+def autocast_for(device: torch.device, precision: str):
+    """Mixed precision as --precision asks: bf16 or fp16 autocast, or nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=PRECISION_DTYPES[precision])
+
+
+def make_optimizer(model, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    # As BERT: no weight decay on biases and LayerNorm (every 1-d parameter).
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type in ("cuda", "cpu")  # the fused kernel: one launch for all parameters
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6, fused=fused)
+
+
+def lr_lambda(warmup_steps: int, total_steps: int, decay: float = 1.0):
+    """Linear warmup, then a constant lr, then linear decay to zero over the last `decay` share of the
+    steps after warmup. decay=1.0 is BERT's schedule: the decay starts right after warmup."""
+    decay_steps = max(1, round(decay * (total_steps - warmup_steps)))
+
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, min(1.0, (total_steps - step) / decay_steps))
+    return f
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
+    """The device's achievable matmul FLOP/s, measured: MFU is then relative to this machine."""
+    n = 2048 if device.type == "cpu" else 8192
+    # Its own generator: measuring must not move the training RNG streams.
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=torch.Generator(device).manual_seed(0))
+    a @ a  # warm-up: thread pools, kernels, caches
+    best = math.inf
+    for _ in range(5):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ a
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+class Timer:
+    """Wall time per activity, to report what evaluation and visualisation cost next to training."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {"eval": 0.0, "viz": 0.0}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] += time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- RNG state and checkpoint files
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Serialised in memory, then written atomically: a crash leaves the old file or the new, never half."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, lambda f: f.write(buf.getbuffer()))
+
+
+def find_checkpoint(path: str) -> str:
+    """--resume PATH: a checkpoint file, or a run folder (its newest checkpoints/step_*.pt)."""
+    if os.path.isfile(path):
+        return path
+    files = sorted(glob.glob(os.path.join(path, "checkpoints", "step_*.pt")))
+    if not files:
+        raise UsageError(f"--resume {path}: no checkpoint file, and no checkpoints/step_*.pt in that folder")
+    return files[-1]
+
+
+def load_checkpoint(path: str) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file: name it, and the older checkpoints beside it
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        older = [p for p in sorted(glob.glob(os.path.join(os.path.dirname(path), "step_*.pt")))
+                 if os.path.basename(p) < os.path.basename(path)]
+        hint = f"; resume from an older one: --resume {older[-1]}" if older else ""
+        raise CheckpointError(f"{path}: cannot read checkpoint ({reason}){hint}") from None
+
+
+# ----------------------------------------------------------------------------- stop signals
+
+
+class StopSignal:
+    """Ctrl-C (SIGINT) and SIGTERM ask the training loop to finish its step, save and exit; a second
+    Ctrl-C quits at once, without saving. install() before the loop, restore() the old handlers after."""
+
+    def __init__(self, announce: bool = True):
+        self.announce = announce
+        self.signum = 0
+
+    def install(self) -> None:
+        self._old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore(self) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signum = signum
+        if self.announce:
+            print(f"\n{signal.Signals(signum).name}: finishing this step, then saving "
+                  "(Ctrl-C again quits without saving)", file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def agreed(self, device: torch.device) -> int:
+        """The signal any process received (0: none): under DDP every rank stops at the same step."""
+        stopping = torch.tensor([self.signum], device=device)
+        if dist.is_initialized():
+            dist.all_reduce(stopping, op=dist.ReduceOp.MAX)
+        return int(stopping.item())
