@@ -20,7 +20,9 @@ import pytest
 import torch
 
 import finetune_cls
-from finetune_cls import classification_metrics, confusion_image, confusion_matrix, main
+import tasks
+from finetune_cls import classification_metrics, confusion_matrix, main
+from visuals import confusion_image
 import data
 from model import BertConfig, BertForPreTraining, BertForSequenceClassification
 
@@ -291,12 +293,12 @@ def test_docsource_splits_by_document_balanced_and_deduplicated(tmp_path, monkey
         docs[0].append("This boilerplate sentence appears in every single source.")
         documents += docs
         info["sources"][s] = {"documents": len(docs)}
-    monkeypatch.setattr(finetune_cls, "default_corpus", lambda cache_dir: (documents, info))
-    monkeypatch.setattr(finetune_cls, "DOCSOURCE_SIZES", {"train": 6, "valid": 3, "test": 3})
-    task = finetune_cls.docsource_task(str(tmp_path))
+    monkeypatch.setattr(tasks, "default_corpus", lambda cache_dir: (documents, info))
+    monkeypatch.setattr(tasks, "DOCSOURCE_SIZES", {"train": 6, "valid": 3, "test": 3})
+    task = tasks.docsource_task(str(tmp_path))
     for split, n in (("train", 6), ("valid", 3), ("test", 3)):
         examples = getattr(task, split)
-        counts = {label: sum(e.label == label for e in examples) for label in finetune_cls.DOCSOURCE_LABELS.values()}
+        counts = {label: sum(e.label == label for e in examples) for label in tasks.DOCSOURCE_LABELS.values()}
         assert set(counts.values()) == {n}, (split, counts)
     doc_of = lambda e: e.text_a.split(" has ")[0]
     split_docs = {split: {doc_of(e) for e in getattr(task, split)} for split in ("train", "valid", "test")}
@@ -304,7 +306,7 @@ def test_docsource_splits_by_document_balanced_and_deduplicated(tmp_path, monkey
     assert not split_docs["valid"] & split_docs["test"]
     assert not any("boilerplate" in e.text_a for e in task.train + task.valid + task.test)
     assert all(e.label.replace("-", "").isalpha() for e in task.train)  # the source names, e.g. pytorch
-    assert finetune_cls.docsource_task(str(tmp_path)).test == task.test  # deterministic
+    assert tasks.docsource_task(str(tmp_path)).test == task.test  # deterministic
 
 
 # ----------------------------------------------------------------------------- GLUE download
@@ -367,7 +369,7 @@ def test_glue_checksum_mismatch_caches_nothing(env, glue_server, capsys):
     # without --glue-sha256 the recorded checksum of the real SST-2.zip applies, which this toy zip fails
     assert main(["--task", "sst2", "--glue-url", url, *flags]) == 1
     err = capsys.readouterr().err
-    assert finetune_cls.GLUE_TASKS["sst2"].sha256 in err and "does not match" in err
+    assert tasks.GLUE_TASKS["sst2"].sha256 in err and "does not match" in err
     assert requests == ["/SST-2.zip", "/SST-2.zip"] and os.listdir(tmp_path / "cache" / "glue") == []
 
 
@@ -377,11 +379,11 @@ def test_the_recorded_sha256_is_what_a_download_is_checked_against(env, glue_ser
     import dataclasses
     tmp_path, _, flags = env
     url, sha, requests = glue_server
-    monkeypatch.setitem(finetune_cls.GLUE_TASKS, "sst2", dataclasses.replace(finetune_cls.GLUE_TASKS["sst2"], sha256=sha))
+    monkeypatch.setitem(tasks.GLUE_TASKS, "sst2", dataclasses.replace(tasks.GLUE_TASKS["sst2"], sha256=sha))
     assert main(["--task", "sst2", "--glue-url", url, *flags]) == 0
     assert requests == ["/SST-2.zip"] and os.listdir(tmp_path / "cache" / "glue") == ["SST-2"]
     wrong = ("1" if sha[0] != "1" else "2") + sha[1:]
-    monkeypatch.setitem(finetune_cls.GLUE_TASKS, "sst2", dataclasses.replace(finetune_cls.GLUE_TASKS["sst2"], sha256=wrong))
+    monkeypatch.setitem(tasks.GLUE_TASKS, "sst2", dataclasses.replace(tasks.GLUE_TASKS["sst2"], sha256=wrong))
     for name in os.listdir(tmp_path / "cache" / "glue" / "SST-2"):
         os.remove(tmp_path / "cache" / "glue" / "SST-2" / name)
     os.rmdir(tmp_path / "cache" / "glue" / "SST-2")
@@ -389,9 +391,9 @@ def test_the_recorded_sha256_is_what_a_download_is_checked_against(env, glue_ser
 
 
 def test_glue_table_records_a_sha256_for_every_task():
-    for name, spec in finetune_cls.GLUE_TASKS.items():
+    for name, spec in tasks.GLUE_TASKS.items():
         assert re.fullmatch(r"[0-9a-f]{64}", spec.sha256), name
-    assert len({spec.sha256 for spec in finetune_cls.GLUE_TASKS.values()}) == len(finetune_cls.GLUE_TASKS)
+    assert len({spec.sha256 for spec in tasks.GLUE_TASKS.values()}) == len(tasks.GLUE_TASKS)
 
 
 def test_glue_file_url_and_headerless_cola(tmp_path):
@@ -401,11 +403,11 @@ def test_glue_file_url_and_headerless_cola(tmp_path):
         z.writestr("CoLA/train.tsv", rows)
         z.writestr("CoLA/dev.tsv", rows)
     (tmp_path / "CoLA.zip").write_bytes(buf.getvalue())
-    train, dev = finetune_cls.glue_files("cola", str(tmp_path / "cache"), (tmp_path.as_uri()),
+    train, dev = tasks.glue_files("cola", str(tmp_path / "cache"), (tmp_path.as_uri()),
                                          hashlib.sha256(buf.getvalue()).hexdigest())
-    examples = finetune_cls.read_classification_file(train, label_column="label")
+    examples = tasks.read_classification_file(train, label_column="label")
     assert len(examples) == 12 and examples[3].text_a == "sentence number 3 is here ." and examples[3].label == "1"
-    assert finetune_cls.GLUE_TASKS["cola"].metric == "mcc"
+    assert tasks.GLUE_TASKS["cola"].metric == "mcc"
 
 
 def test_glue_qqp_pairs_from_its_zip_layout(tmp_path):
@@ -416,10 +418,10 @@ def test_glue_qqp_pairs_from_its_zip_layout(tmp_path):
         z.writestr("QQP/train.tsv", header + rows)
         z.writestr("QQP/dev.tsv", header + rows)
     (tmp_path / "QQP-clean.zip").write_bytes(buf.getvalue())
-    spec = finetune_cls.GLUE_TASKS["qqp"]
-    train, _ = finetune_cls.glue_files("qqp", str(tmp_path / "cache"), tmp_path.as_uri(),
+    spec = tasks.GLUE_TASKS["qqp"]
+    train, _ = tasks.glue_files("qqp", str(tmp_path / "cache"), tmp_path.as_uri(),
                                        hashlib.sha256(buf.getvalue()).hexdigest())
-    examples = finetune_cls.read_classification_file(train, label_column=spec.label_column)
+    examples = tasks.read_classification_file(train, label_column=spec.label_column)
     assert (examples[3].text_a, examples[3].text_b, examples[3].label) == ("how do I 3?", "what is 3?", "1")
 
 
@@ -434,43 +436,70 @@ def expect_error(capsys, argv, *fragments, code=1):
         assert fragment in err, (fragment, err)
 
 
-def test_bad_input_is_one_clear_line_and_writes_nothing(env, capsys):
-    tmp_path, files, flags = env
-    expect_error(capsys, ["--train", str(tmp_path / "nope.tsv"), *flags], "nope.tsv: no such file")
+def bad_inputs(tmp_path, files):
+    """The files the bad-input cases name: each broken in one way."""
     empty = write_tsv(tmp_path / "empty.tsv", [])
-    expect_error(capsys, ["--train", files["train"], "--valid", empty, *flags], "empty.tsv", "no examples")
     unseen = write_tsv(tmp_path / "unseen.tsv", toy_rows(4, 0) + [("the plot was fine", "neutral")])
-    expect_error(capsys, ["--train", files["train"], "--test", unseen, *flags],
-                 "unseen.tsv:6", "unknown label 'neutral'")
-    expect_error(capsys, ["--train", files["train"], "--init", str(tmp_path / "missing"), *flags],
-                 "missing: not a checkpoint directory")
-    # a vocabulary that does not belong to the checkpoint: both files named
-    bad = tmp_path / "bad-ckpt"
+    nolabel = write_tsv(tmp_path / "nolabel.tsv", toy_rows(4, 0), header=("sentence", "stars"))
+    bad = tmp_path / "bad-ckpt"  # a vocabulary that does not belong to the checkpoint
     bad.mkdir()
     for name in ("config.json", "model.safetensors"):
         (bad / name).write_bytes((tmp_path / "runs" / "pre" / "final" / name).read_bytes())
     (bad / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\n")
-    expect_error(capsys, ["--train", files["train"], "--init", str(bad), *flags],
-                 f"{bad / 'config.json'} has vocab_size", f"{bad / 'vocab.txt'} has 6 tokens")
-    expect_error(capsys, ["--train", files["train"], "--precision", "fp16", "--device", "cpu", *flags], "fp16")
-    expect_error(capsys, ["--train", files["train"], "--vocab", str(tmp_path / "vocab.txt"), *flags],
-                 "--vocab is for --init scratch")
-    expect_error(capsys, ["--train", files["train"], "--init", "scratch", "--vocab", str(tmp_path / "v.txt"), *flags],
-                 "v.txt: no such file")
-    assert run_dirs(tmp_path) == []  # no run folder for a failed run
-
-    # an existing run is never overwritten
+    (tmp_path / "running" / "checkpoints").mkdir(parents=True)  # a train_mlm.py run without final/ yet
     (tmp_path / "runs" / "cls-mine").mkdir()
     (tmp_path / "runs" / "cls-mine" / "keep.txt").write_text("precious")
-    expect_error(capsys, ["--train", files["train"], "--run-name", "cls-mine", *flags], "exists")
-    assert (tmp_path / "runs" / "cls-mine" / "keep.txt").read_text() == "precious"
+    (tmp_path / "nothing").mkdir()
+    return dict(files, tmp=str(tmp_path), empty=empty, unseen=unseen, nolabel=nolabel, bad=str(bad))
 
-    with pytest.raises(SystemExit) as e:  # argparse: its own message, exit code 2
-        main(["--task", "imdb", *flags])
-    assert e.value.code == 2 and "invalid choice: 'imdb'" in capsys.readouterr().err
-    expect_error(capsys, ["predict", "--model", str(tmp_path / "runs" / "pre" / "final"), "hi"],
-                 "final: not a fine-tuned model (no labels.json")
-    expect_error(capsys, ["--train", files["train"], "--device", "tpu9", *flags], "--device tpu9: not a device")
+
+BAD_INPUT_CASES = [  # (arguments, exit code, what the line must name); {train} etc. are bad_inputs' files
+    (["--train", "{tmp}/nope.tsv"], 1, ["nope.tsv: no such file"]),
+    (["--train", "{train}", "--valid", "{empty}"], 1, ["empty.tsv", "no examples"]),
+    (["--train", "{train}", "--test", "{unseen}"], 1, ["unseen.tsv:6", "unknown label 'neutral'"]),
+    (["--train", "{nolabel}"], 1, ["nolabel.tsv", "stars"]),
+    (["--train", "{train}", "--init", "{tmp}/missing"], 1, ["missing: not a checkpoint directory"]),
+    (["--train", "{train}", "--init", "{bad}"], 1, ["bad-ckpt/config.json has vocab_size", "bad-ckpt/vocab.txt has 6 tokens"]),
+    (["--train", "{train}", "--init", "{tmp}/running"], 1, ["running: this train_mlm.py run has no final/ export yet"]),
+    (["--train", "{train}", "--init", "scratch", "--vocab", "{tmp}/v.txt"], 1, ["v.txt: no such file"]),
+    (["--train", "{train}", "--compare", "--out-dir", "{tmp}/nothing"], 1, ["--compare: no pretrained model"]),
+    (["predict", "--model", "{tmp}/runs/pre/final", "hi"], 1, ["final: not a fine-tuned model (no labels.json"]),
+    (["--train", "{train}", "--text-columns", "review"], 1, ["train.tsv", "review"]),
+    (["--train", "{train}", "--precision", "fp16", "--device", "cpu"], 2, ["--precision fp16 needs CUDA"]),
+    (["--train", "{train}", "--vocab", "{tmp}/vocab.txt"], 2, ["--vocab is for --init scratch"]),
+    (["--train", "{train}", "--device", "tpu9"], 2, ["--device tpu9: not a device"]),
+    (["--train", "{train}", "--run-name", "cls-mine"], 2, ["cls-mine exists"]),
+    (["--train", "{train}", "--compare", "--init", "scratch"], 2, ["--compare", "not 'scratch'"]),
+    (["--task", "imdb"], 2, ["invalid choice: 'imdb'"]),
+    (["--train", "{train}", "--per-class", "0"], 2, ["--per-class takes positive numbers"]),
+    (["--train", "{train}", "--max-length", "1"], 2, ["--max-length must be at least 4"]),
+    (["--valid", "{valid}"], 2, ["--valid and --test need --train"]),
+]
+
+
+@pytest.mark.parametrize("argv, code, fragments", BAD_INPUT_CASES, ids=[" ".join(c[0][:4]) for c in BAD_INPUT_CASES])
+def test_bad_input_is_one_clear_line_and_writes_nothing(env, capsys, argv, code, fragments):
+    """One `error:` line (argparse's own errors print the usage first), the documented exit code (2 for
+    usage, as argparse; 1 for bad data or checkpoints), no run folder, and nothing overwritten."""
+    tmp_path, files, flags = env
+    paths = bad_inputs(tmp_path, files)
+    argv = [a.format(**paths) for a in argv]
+    if argv[0] != "predict":
+        argv += flags[2:] if "--out-dir" in argv else flags  # flags[:2]: --out-dir runs
+    capsys.readouterr()
+    try:
+        got = main(argv)
+    except SystemExit as e:  # argparse: usage, then its one error line
+        got = e.code
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert got == code, err
+    assert "Traceback" not in err and lines[-1].startswith(("error: ", "finetune_cls.py: error: ")), err
+    assert len(lines) == 1 or lines[0].startswith("usage:"), err
+    for fragment in fragments:
+        assert fragment in lines[-1], (fragment, err)
+    assert [p.name for p in run_dirs(tmp_path)] == ["cls-mine"]  # no run folder for a failed run
+    assert (tmp_path / "runs" / "cls-mine" / "keep.txt").read_text() == "precious"
 
 
 def test_bad_flag_values_exit_2(env, capsys):
