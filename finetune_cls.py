@@ -335,7 +335,8 @@ def sweep(s: Settings, task: Task, inits: dict[str, str], run_dir: str, device) 
                 print(f"\n=== {name or init}: {per_class} labels per class, seed {seed}")
                 folder = os.path.join(run_dir, f"n{per_class}-seed{seed}", name)
                 r = fine_tune(s, sub, init, folder, device, seed)
-                curve[name or "model"].setdefault(per_class, {})[seed] = {k: r[k] for k in METRICS}
+                curve[name or "model"].setdefault(per_class, {})[seed] = {**{k: r[k] for k in METRICS},
+                                                                          "best_valid": r["best_valid"]}
     table = curve_table(curve, "acc")
     for name, points in curve.items():
         writer = SummaryWriter(os.path.join(run_dir, "curve", name))

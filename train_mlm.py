@@ -100,12 +100,8 @@ def train(s: Settings, resume: Resume | None) -> int:
         t0 = time.perf_counter()
         micro = [to_device(batches.next_batch(), device) for _ in range(s.grad_accum)]
         mlm_loss, nsp_loss, mlm_acc = forward_backward(model, micro, scaler, autocast, s.no_nsp)
-        if not math.isfinite(mlm_loss + nsp_loss):
-            if is_main:
-                print(f"\nerror: loss is {mlm_loss + nsp_loss} at step {step + 1}; stopping without saving (the "
-                      f"last good checkpoint is kept in {checkpoints.folder}). Try a lower --lr or --precision "
-                      "fp32.", file=sys.stderr)
-            exit_code = 3
+        if not math.isfinite(mlm_loss + nsp_loss):  # exit 3, the last good checkpoints untouched
+            exit_code = print_non_finite(mlm_loss + nsp_loss, step + 1, checkpoints.folder, is_main)
             break
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip).item()
@@ -330,6 +326,13 @@ def model_inputs(batch: dict, no_nsp: bool) -> dict:
 
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def print_non_finite(loss: float, step: int, folder: str, is_main: bool) -> int:
+    if is_main:
+        print(f"\nerror: loss is {loss} at step {step}; stopping without saving (the last good checkpoint is "
+              f"kept in {folder}). Try a lower --lr or --precision fp32.", file=sys.stderr)
+    return 3
 
 
 def print_stopped(signum: int, step: int, path: str, run_dir: str) -> None:

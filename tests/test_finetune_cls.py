@@ -18,6 +18,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import finetune_cls
 import tasks
@@ -554,3 +555,71 @@ def test_ctrl_c_is_one_line_and_exit_130(env, capsys, monkeypatch):
     assert main([*flags, "--train", files["train"], "--valid", files["valid"]]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "interrupted" and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- transfer: side by side, learning curve
+
+
+def test_per_class_subset_is_stratified_seeded_and_in_order():
+    examples = [data.ClassificationExample(f"text {i}", None, label, i + 1, "toy")
+                for i, label in enumerate(["a"] * 50 + ["b"] * 30 + ["c"] * 5)]
+    random.Random(0).shuffle(examples)
+    sub = tasks.per_class_subset(examples, 8, seed=1)
+    assert {label: sum(e.label == label for e in sub) for label in "abc"} == {"a": 8, "b": 8, "c": 5}
+    assert [e.line for e in sub] == [e.line for e in examples if e in sub]  # the original order
+    assert tasks.per_class_subset(examples, 8, seed=1) == sub
+    others = [tasks.per_class_subset(examples, 8, seed=s) for s in range(2, 6)]
+    assert all(o != sub for o in others) and len({tuple(e.line for e in o) for o in others}) == 4
+    assert tasks.per_class_subset(examples, 1000, seed=1) == examples
+
+
+def test_compare_fine_tunes_both_with_the_same_data_and_writes_the_table(env, capsys):
+    tmp_path, files, flags = env
+    assert main(["--train", files["train"], "--valid", files["valid"], "--test", files["test"], "--compare",
+                 "--run-name", "cls-both", *flags]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "runs" / "cls-both"
+    results = json.loads((run / "results.json").read_text())
+    p, r = results["pretrained"], results["scratch"]
+    assert "random init" in r["init"] and str(tmp_path / "runs" / "pre" / "final") in p["init"]
+    for k in ("acc", "f1", "mcc"):
+        assert results["difference"][k] == pytest.approx(p[k] - r[k])
+        assert json.loads((run / "pretrained" / "results.json").read_text())[k] == p[k]
+    assert results["valid_agrees_with_test"] == ((p["best_valid"] > r["best_valid"]) == (p["acc"] > r["acc"]))
+    table = out[out.index("pretrained vs scratch"):]
+    row = [f"{p['acc']:.4f}", f"{r['acc']:.4f}", f"{p['acc'] - r['acc']:+.4f}"]
+    assert re.search(r"accuracy\s+" + r"\s+".join(map(re.escape, row)), table), table
+    assert re.search(r"MCC\s+-?\d\.\d{4}\s+-?\d\.\d{4}", table) and "macro-F1" in table
+    for side in ("pretrained", "scratch"):  # sibling TensorBoard runs: the same tags, so the curves overlay
+        ea = EventAccumulator(str(run / side), size_guidance={"scalars": 0})
+        ea.Reload()
+        assert {"Loss/train", "Loss/valid", "Accuracy/valid"} <= set(ea.Tags()["scalars"])
+        assert (run / side / "model" / "labels.json").is_file()
+
+
+def test_a_learning_curve_over_labels_per_class(env, capsys):
+    tmp_path, files, flags = env
+    assert main(["--train", files["train"], "--valid", files["valid"], "--test", files["test"], "--compare",
+                 "--per-class", "4", "all", "--seeds", "1", "2", "--min-steps", "3", "--run-name", "cls-curve",
+                 *flags]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "runs" / "cls-curve"
+    results = json.loads((run / "results.json").read_text())
+    assert [row["per_class"] for row in results["curve"]] == [4, 32]  # "all": the toy train split's 32
+    for row in results["curve"]:
+        n = row["per_class"]
+        seeds = {s: json.loads((run / f"n{n}-seed{s}" / side / "results.json").read_text())["acc"]
+                 for s in (1, 2) for side in ("pretrained",)}
+        assert row["pretrained"]["seeds"] == [seeds[1], seeds[2]]
+        assert row["pretrained"]["mean"] == pytest.approx(np.mean(row["pretrained"]["seeds"]))
+        assert row["difference"]["seeds"] == pytest.approx(
+            [a - b for a, b in zip(row["pretrained"]["seeds"], row["scratch"]["seeds"])])
+    small = json.loads((run / "n4-seed1" / "scratch" / "results.json").read_text())
+    assert small["task"]["train_examples"] == 8 and small["epochs_run"] == 3  # 1 step an epoch: 3 for --min-steps
+    for side in ("pretrained", "scratch"):  # test accuracy against N: one chart, a curve per model
+        ea = EventAccumulator(str(run / "curve" / side), size_guidance={"scalars": 0})
+        ea.Reload()
+        points = {e.step: e.value for e in ea.Scalars("Transfer/test_acc")}
+        assert points.keys() == {4, 32}
+        assert points[4] == pytest.approx(next(r[side]["mean"] for r in results["curve"] if r["per_class"] == 4))
+    assert "test accuracy by labels per class" in out
