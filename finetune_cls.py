@@ -45,14 +45,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cli import HelpFormatter, UsageError, run_cli
 from data import BertTokenizer, DataError, LabelMap, classification_batches, encode_classification
 from model import PRESETS, BertForSequenceClassification, CheckpointError, atomic_write
 from pretrained import (check_vocab, choose_init, default_lr, initial_model, load_tokenizer, newest_pretrained,
                         tokenizer_settings)
 from tasks import GLUE_BASE_URL, GLUE_TASKS, Task, load_task, per_class_subset
 from token_cache import default_cache_dir
-from training import (HelpFormatter, Settings, UsageError, autocast_for, check_precision, lr_lambda, make_optimizer,
-                      new_run_dir, run_cli, seed_everything, setup_device)
+from training import (Settings, autocast_for, check_precision, lr_lambda, make_optimizer,
+                      new_run_dir, seed_everything, setup_device)
 from visuals import log_projector, log_settings, log_validation
 
 METRICS = {"acc": "accuracy", "f1": "macro-F1", "mcc": "MCC"}
@@ -523,9 +524,8 @@ def add_optimisation_flags(p: argparse.ArgumentParser) -> None:
 def add_transfer_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("did pretraining help? (see the README's transfer section)")
     g.add_argument("--compare", action="store_true",
-                   help="fine-tune the pretrained model (--init, default the newest train_mlm.py run) and the "
-                        "scratch baseline with the same recipe, seed and data: sibling TensorBoard runs "
-                        "pretrained/ and scratch/, and a table of both")
+                   help="fine-tune the pretrained model (--init, else the newest train_mlm.py run) and the scratch "
+                        "baseline alike: sibling TensorBoard runs pretrained/ and scratch/, and a table of both")
     g.add_argument("--per-class", nargs="+", metavar="N|all",
                    help="keep N train examples per class (seeded by the run's seed, stratified); several "
                         "values run a learning curve (with --compare: both models at every N)")
@@ -595,11 +595,11 @@ def main(argv: list[str] | None = None) -> int:
         args = p.parse_args(argv[1:])
         if args.max_length < 4 or args.batch_size <= 0:
             p.error("--max-length must be at least 4 and --batch-size positive")
-        return run_cli(lambda: predict_command(args))
+        return run_cli(lambda: predict_command(args), bad_input=(DataError, CheckpointError))
     p = train_parser()
     args = p.parse_args(argv[1:] if argv[:1] == ["train"] else argv)
     check_train_flags(p, args)
-    return run_cli(lambda: train_command(resolve_settings(args)))
+    return run_cli(lambda: train_command(resolve_settings(args)), bad_input=(DataError, CheckpointError))
 
 
 if __name__ == "__main__":

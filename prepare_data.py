@@ -18,8 +18,8 @@ import argparse
 import shlex
 import sys
 
+from cli import run_cli
 from token_cache import default_cache_dir, default_workers, prepare_pretraining_corpus
-from tokenization import DataError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,16 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("vocab_size", "vocab_sample", "workers"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    try:
-        vocab_file, _, corpus, _ = prepare_pretraining_corpus(
-            args.data, args.cache_dir, args.vocab, args.vocab_size, not args.cased, args.vocab_sample,
-            args.text_field, args.workers)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: nothing of this preparation was kept", file=sys.stderr)
-        return 130
+    return run_cli(lambda: prepare(args), interrupted="interrupted: nothing of this preparation was kept")
+
+
+def prepare(args: argparse.Namespace) -> int:
+    vocab_file, _, corpus, _ = prepare_pretraining_corpus(
+        args.data, args.cache_dir, args.vocab, args.vocab_size, not args.cased, args.vocab_sample,
+        args.text_field, args.workers)
     m = corpus.info
     if corpus.from_cache:
         print(f"already prepared: {corpus.folder}", file=sys.stderr)

@@ -33,13 +33,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from cli import HelpFormatter, UsageError, run_cli
 from data import SPECIAL_TOKENS, DataError, Prefetcher, PretrainingData, split_document_ids
 from model import (BertConfig, BertForPreTraining, CheckpointError, PRESETS, atomic_write,
                    pretraining_flops_per_sequence)
 from token_cache import TOO_FEW_DOCUMENTS, default_cache_dir, default_workers, prepare_pretraining_corpus
-from training import (PRECISION_DTYPES, HelpFormatter, Settings, StopSignal, Timer, UsageError, autocast_for,
+from training import (PRECISION_DTYPES, Settings, StopSignal, Timer, autocast_for,
                       check_precision, find_checkpoint, load_checkpoint, lr_lambda, make_optimizer,
-                      measure_peak_flops, rng_state, run_cli, save_checkpoint, seed_everything, set_rng_state,
+                      measure_peak_flops, rng_state, save_checkpoint, seed_everything, set_rng_state,
                       setup_device, sync)
 from visuals import (custom_scalars_layout, log_embeddings, log_eval, log_gradients, log_probes, log_settings,
                      probe_texts)
@@ -586,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         s = resolve_settings(args, resume)
         build_config(s, vocab_size=len(SPECIAL_TOKENS))  # a bad model shape is said before any data is read
         return train(s, resume)
-    return run_cli(command)
+    return run_cli(command, bad_input=(DataError, CheckpointError))
 
 
 # ----------------------------------------------------------------------------- the command line

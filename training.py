@@ -1,6 +1,6 @@
 """
-The training utilities both scripts share: settings, the command line's error convention, device and
-precision, optimizer and schedule, RNG state, checkpoint files, stop signals and FLOP measurement.
+The training utilities both scripts share: settings, run folders, device and precision, optimizer and
+schedule, RNG state, checkpoint files, stop signals and FLOP measurement.
 
 train_mlm.py and finetune_cls.py are entry points; they import from here (and from model.py, data.py),
 never from each other.
@@ -8,7 +8,6 @@ never from each other.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import glob
 import io
@@ -18,30 +17,18 @@ import random
 import signal
 import sys
 import time
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from cli import UsageError
 from model import CheckpointError, atomic_write
-from tokenization import DataError
 
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-# ----------------------------------------------------------------------------- settings and the command line
-
-
-class UsageError(ValueError):
-    """A bad flag or flag combination: one line, exit 2 (as argparse)."""
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, except the empty ones (None, False) whose help says what happens."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default in (None, False) else super()._get_help_string(action)
+# ----------------------------------------------------------------------------- settings and run folders
 
 
 class Settings:
@@ -56,22 +43,6 @@ class Settings:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def run_cli(command: Callable[[], int]) -> int:
-    """Run a script's command with the project's exit codes: 1 for bad data or a bad checkpoint, 2 for a
-    usage error (as argparse), 130 for Ctrl-C before anything could be saved; each said in one line."""
-    try:
-        return command()
-    except (DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
 
 
 def new_run_dir(out_dir: str, run_name: str | None, default_name: str) -> str:
