@@ -6,6 +6,7 @@ exit codes 1 (bad input), 2 (usage, as argparse) and 130 (Ctrl-C). No torch: pre
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Callable
 
@@ -23,11 +24,21 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default in (None, False) else super()._get_help_string(action)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's pre-emption, `kill`) raised as an exception, so that a script stops as on
+    Ctrl-C: what it wrote is complete (every file is written atomically), and it says so in one line."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def run_cli(command: Callable[[], int], bad_input: tuple[type[Exception], ...] = (DataError,),
-            interrupted: str = "interrupted") -> int:
+            interrupted: str = "interrupted", sigterm: bool = False) -> int:
     """Run a script's command with the project's exit codes, each said in one line: 1 for bad input (data,
     and for the training scripts a bad checkpoint), 2 for a usage error (as argparse), 130 for Ctrl-C
-    before anything could be saved."""
+    and, with sigterm=True, 143 for SIGTERM (raised as Terminated), before anything could be saved."""
+    old = signal.signal(signal.SIGTERM, _raise_terminated) if sigterm else None
     try:
         return command()
     except bad_input as e:
@@ -36,6 +47,12 @@ def run_cli(command: Callable[[], int], bad_input: tuple[type[Exception], ...] =
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("\nterminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"\n{interrupted}", file=sys.stderr)
         return 130
+    finally:
+        if sigterm:
+            signal.signal(signal.SIGTERM, old)

@@ -599,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     p = train_parser()
     args = p.parse_args(argv[1:] if argv[:1] == ["train"] else argv)
     check_train_flags(p, args)
-    return run_cli(lambda: train_command(resolve_settings(args)), bad_input=(DataError, CheckpointError))
+    # SIGTERM stops as Ctrl-C does: the best model saved so far stays complete (exit 143)
+    return run_cli(lambda: train_command(resolve_settings(args)), bad_input=(DataError, CheckpointError), sigterm=True)
 
 
 if __name__ == "__main__":

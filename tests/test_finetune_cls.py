@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -623,3 +624,24 @@ def test_a_learning_curve_over_labels_per_class(env, capsys):
         assert points.keys() == {4, 32}
         assert points[4] == pytest.approx(next(r[side]["mean"] for r in results["curve"] if r["per_class"] == 4))
     assert "test accuracy by labels per class" in out
+
+
+@pytest.mark.parametrize("sig, code, line", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_real_run_stopped_by_a_signal_says_so_and_keeps_a_complete_model(env, sig, code, line):
+    """Ctrl-C or SIGTERM to a real finetune_cls.py process after its second epoch: one line, the exit code,
+    no traceback, and the best model saved so far loads (fine-tuning runs are short: not resumable)."""
+    tmp_path, files, flags = env
+    cmd = [sys.executable, "finetune_cls.py", "--train", files["train"], "--valid", files["valid"],
+           "--run-name", "cls-stopped", *flags, "--epochs", "400"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for out_line in proc.stdout:
+        if out_line.startswith("Epoch 2:"):
+            proc.send_signal(sig)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == line and "Traceback" not in err, err
+    model_dir = tmp_path / "runs" / "cls-stopped" / "model"
+    model = BertForSequenceClassification.from_pretrained(str(model_dir))
+    assert model.config.num_labels == 2 and (model_dir / "labels.json").is_file()
+    assert not (tmp_path / "runs" / "cls-stopped" / "results.json").exists()  # the run did not finish
