@@ -1,6 +1,7 @@
 """
 The scripts' command-line conventions: help that shows defaults, usage errors, and one-line errors with
-exit codes 1 (bad input), 2 (usage, as argparse) and 130 (Ctrl-C). No torch: prepare_data.py uses it too.
+exit codes 1 (bad input), 2 (usage, as argparse), 130 (Ctrl-C) and 143 (SIGTERM, where a script asks).
+No torch: prepare_data.py uses it too.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -48,11 +49,11 @@ from tqdm import tqdm
 from cli import HelpFormatter, UsageError, run_cli
 from data import BertTokenizer, DataError, LabelMap, classification_batches, encode_classification
 from model import PRESETS, BertForSequenceClassification, CheckpointError, atomic_write
-from pretrained import (check_vocab, choose_init, default_lr, initial_model, load_tokenizer, newest_pretrained,
+from pretrained import (check_vocab, checkpoint_dir, choose_init, default_lr, initial_model, load_tokenizer, newest_pretrained,
                         tokenizer_settings)
 from tasks import GLUE_BASE_URL, GLUE_TASKS, Task, load_task, per_class_subset
 from token_cache import default_cache_dir
-from training import (Settings, autocast_for, check_precision, lr_lambda, make_optimizer,
+from training import (Settings, StopSignal, autocast_for, check_precision, lr_lambda, make_optimizer,
                       new_run_dir, seed_everything, setup_device)
 from visuals import log_projector, log_settings, log_validation
 
@@ -62,20 +63,23 @@ METRICS = {"acc": "accuracy", "f1": "macro-F1", "mcc": "MCC"}
 # ----------------------------------------------------------------------------- one fine-tuning run
 
 
-def fine_tune(s: Settings, task: Task, init: str, run_dir: str, device: torch.device, seed: int) -> dict:
-    """Fine-tune one model (a checkpoint, or 'scratch') on the task; the best epoch by the valid metric is
-    saved to run_dir/model and reported on the test split. Returns what run_dir/results.json holds."""
+def fine_tune(s: Settings, task: Task, init: str, run_dir: str, device: torch.device, seed: int,
+              stop: StopSignal, like: str | None = None, min_steps: int = 0) -> dict:
+    """Fine-tune one model (a checkpoint, or 'scratch' of the size of the checkpoint `like`) on the task,
+    for --epochs or at least min_steps; the best epoch by the valid metric is saved to run_dir/model and
+    reported on the test split. Returns what run_dir/results.json holds."""
+    stop.raise_if_stopped()  # between the runs of a comparison or a sweep
     t_start = time.time()
     seed_everything(seed)
     labels = LabelMap.from_examples(task.train)
-    model, tokenizer, init, init_note = initial_model(s, init, task.train_texts(), labels)
+    model, tokenizer, init, init_note = initial_model(s, init, task.train_texts(), labels, like)
     max_length = min(s.max_length, model.config.max_position_embeddings)
     train_set, valid_set, test_set = (encode_classification(split, tokenizer, labels, max_length)
                                       for split in (task.train, task.valid, task.test))
     model.to(device)
     lr = s.lr or default_lr(model.config)
     steps_per_epoch = math.ceil(len(train_set) / s.batch_size)
-    epochs = max(s.epochs, math.ceil(s.min_steps / steps_per_epoch))  # a few labels: more passes
+    epochs = max(s.epochs, math.ceil(min_steps / steps_per_epoch))  # a few labels: more passes
     eval_every = math.ceil(epochs / max(s.epochs, 10))  # ... but at most ~10 evaluations
     optimizer = make_optimizer(model, lr, s.weight_decay, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -84,16 +88,17 @@ def fine_tune(s: Settings, task: Task, init: str, run_dir: str, device: torch.de
     autocast = autocast_for(device, s.precision)
     print_setup(s, task, labels, init_note, model, tokenizer, lr, epochs, steps_per_epoch, device)
     warn_if_longer_than_pretrained(init, max_length, train_set)
-    writer = open_writer(run_dir, s, task, init_note)
+    writer = open_writer(run_dir, s, seed, task, init_note)
     model_dir = os.path.join(run_dir, "model")
 
     step, best, best_epoch, best_result, history = 0, -math.inf, 0, None, []
     for epoch in range(1, epochs + 1):
         train_loss, step = train_epoch(model, train_set, (optimizer, scheduler, scaler), autocast, s, seed, epoch,
-                                       step, steps_per_epoch, max_length, tokenizer.pad_token_id, writer, device)
+                                       step, steps_per_epoch, max_length, tokenizer.pad_token_id, writer, device, stop)
         if epoch % eval_every and epoch != epochs:
             continue
         result = evaluate(model, valid_set, s.batch_size, tokenizer.pad_token_id, device, autocast)
+        stop.raise_if_stopped()
         print(f"Epoch {epoch}: Train Loss = {train_loss:.4f}, Valid Loss = {result['loss']:.4f}, "
               f"Valid Acc = {result['acc']:.4f}", flush=True)
         log_validation(writer, result, task.valid, labels.labels, step)
@@ -130,9 +135,10 @@ def fine_tune(s: Settings, task: Task, init: str, run_dir: str, device: torch.de
 
 
 def train_epoch(model, train_set: list[dict], optim: tuple, autocast, s: Settings, seed: int, epoch: int, step: int,
-                steps_per_epoch: int, max_length: int, pad_token_id: int, writer, device) -> tuple[float, int]:
+                steps_per_epoch: int, max_length: int, pad_token_id: int, writer, device, stop: StopSignal
+                ) -> tuple[float, int]:
     """One pass over the train split in shuffled, length-bucketed batches; train scalars every
-    --log-interval steps. Returns (mean train loss, the step reached)."""
+    --log-interval steps; a stop signal acted on after each step. Returns (mean train loss, the step reached)."""
     optimizer, scheduler, scaler = optim
     model.train()
     batches = classification_batches(train_set, s.batch_size, pad_token_id, shuffle=True, seed=seed + epoch,
@@ -163,6 +169,7 @@ def train_epoch(model, train_set: list[dict], optim: tuple, autocast, s: Setting
             writer.add_scalar("Optim/grad_norm", grad_norm, step)
             writer.add_scalar("Perf/samples_per_sec", sum(n for _, n in window) / elapsed, step)
             window, t_window = [], time.perf_counter()
+        stop.raise_if_stopped()
     return loss_sum / len(train_set), step
 
 
@@ -187,11 +194,11 @@ def warn_if_longer_than_pretrained(init: str, max_length: int, train_set: list[d
                   f"start untrained (--max-length {pretrained_length} truncates them instead)")
 
 
-def open_writer(run_dir: str, s: Settings, task: Task, init_note: str):
+def open_writer(run_dir: str, s: Settings, seed: int, task: Task, init_note: str):
     from tensorboardX import SummaryWriter
     writer = SummaryWriter(run_dir)
     print(f"logs: {run_dir}")
-    log_settings(writer, s.as_dict())
+    log_settings(writer, {**s.as_dict(), "seed": seed})  # a sweep's seed for this run
     writer.add_text("Run/task", "    " + json.dumps(task.info, indent=1).replace("\n", "\n    ") +
                     f"\n\ninit: {init_note}", 0)
     return writer
@@ -241,11 +248,21 @@ def evaluate(model, encoded: list[dict], batch_size: int, pad_token_id: int, dev
 
 def save_model(model, tokenizer: BertTokenizer, labels: LabelMap, path: str) -> None:
     """The Hugging Face layout (config.json with id2label, model.safetensors, vocab.txt,
-    tokenizer_config.json) plus labels.json; every file written atomically."""
-    model.save_pretrained(path, vocab_file=tokenizer.vocab_file)
-    settings = {"do_lower_case": tokenizer.do_lower_case, "tokenizer_class": "BertTokenizer"}
-    atomic_write(os.path.join(path, "tokenizer_config.json"), lambda f: f.write(json.dumps(settings).encode()))
-    labels.save(os.path.join(path, "labels.json"))
+    tokenizer_config.json) plus labels.json, written beside `path` and then moved into place: an
+    interrupted save leaves the previous model whole, never a folder with some of the files."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        model.save_pretrained(tmp, vocab_file=tokenizer.vocab_file)
+        settings = {"do_lower_case": tokenizer.do_lower_case, "tokenizer_class": "BertTokenizer"}
+        atomic_write(os.path.join(tmp, "tokenizer_config.json"), lambda f: f.write(json.dumps(settings).encode()))
+        labels.save(os.path.join(tmp, "labels.json"))
+    except BaseException:  # Ctrl-C, SIGTERM, a full disk: nothing half-written stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.isdir(path):  # the previous best: out of the way, then removed once the new one is in place
+        os.replace(path, f"{path}.old-{os.getpid()}")
+    os.replace(tmp, path)
+    shutil.rmtree(f"{path}.old-{os.getpid()}", ignore_errors=True)
 
 
 def print_report(result: dict, labels: list[str], split: str, best_epoch: int, metric: str,
@@ -278,17 +295,50 @@ def train_command(s: Settings) -> int:
     run_dir = new_run_dir(s.out_dir, s.run_name, f"cls-{task_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if s.vocab and (s.init != "scratch" or s.compare):
         raise UsageError("--vocab is for --init scratch: a checkpoint brings its own vocab.txt")
+    if s.config and s.compare:
+        raise UsageError("--config is for --init scratch: with --compare the baseline takes the pretrained model's size")
     task = load_task(s)  # every check before anything is written
-    inits = {"pretrained": pretrained_init(s), "scratch": "scratch"} if s.compare else {"": choose_init(s)}
-    if len(s.per_class) == 1 and len(s.seeds) == 1:
-        sub = task.with_train(per_class_subset(task.train, s.per_class[0], s.seeds[0])) if s.per_class[0] else task
-        results = {name: fine_tune(s, sub, init, os.path.join(run_dir, name) if name else run_dir, device, s.seeds[0])
-                   for name, init in inits.items()}
-        if s.compare:
-            write_json(os.path.join(run_dir, "results.json"), compare(results, run_dir))
-        return 0
-    sweep(s, task, inits, run_dir, device)
+    if s.compare:  # the baseline takes the size and vocabulary of the model it is compared with
+        pretrained = pretrained_init(s)
+        inits, like = {"pretrained": pretrained, "scratch": "scratch"}, checkpoint_dir(pretrained)
+    else:
+        inits, like = {"": choose_init(s)}, None
+    runs = label_subsets(s, task)
+    stop = StopSignal(announce=False)  # Ctrl-C / SIGTERM: noted, and acted on between steps
+    stop.install()
+    try:
+        if len(runs) > 1:
+            sweep(s, runs, inits, like, run_dir, device, stop)
+            return 0
+        (per_class, seed, sub, min_steps), = runs
+        results = {name: fine_tune(s, sub, init, os.path.join(run_dir, name) if name else run_dir, device, seed,
+                                   stop, like, min_steps) for name, init in inits.items()}
+        stop.raise_if_stopped()  # a signal during the last run's report: it finished, but the exit says so
+    finally:
+        stop.restore()
+    if s.compare:
+        write_json(os.path.join(run_dir, "results.json"), compare(results, run_dir))
     return 0
+
+
+def label_subsets(s: Settings, task: Task) -> list[tuple[int, int, Task, int]]:
+    """(labels per class, seed, the task with that train split, its minimum of steps) for every --per-class
+    N and seed. N at least a class's size keeps the whole class: an N that gives the same split as an
+    earlier one is skipped, and said. A subsampled split trains for at least --min-steps (default 150)."""
+    runs, seen = [], set()
+    for n in s.per_class:
+        for seed in s.seeds:
+            train = per_class_subset(task.train, n, seed) if n else task.train
+            per_class = max(sum(e.label == label for e in train) for label in {e.label for e in train})
+            if (per_class, seed) in seen:
+                print(f"--per-class {n or 'all'}: the same train split as an earlier value ({per_class} per class, "
+                      f"seed {seed}); skipped")
+                continue
+            seen.add((per_class, seed))
+            subsampled = len(train) < len(task.train)
+            min_steps = s.min_steps if s.min_steps is not None else 150 if subsampled else 0
+            runs.append((per_class, seed, task.with_train(train) if subsampled else task, min_steps))
+    return runs
 
 
 def pretrained_init(s: Settings) -> str:
@@ -319,42 +369,42 @@ def compare(results: dict[str, dict], run_dir: str) -> dict:
     print(f"TensorBoard: tensorboard --logdir {run_dir} (the runs pretrained/ and scratch/ overlay)")
     return {"pretrained": p, "scratch": r, "split": split,
             "difference": {k: p[k] - r[k] for k in METRICS},
-            "valid_agrees_with_test": (p["best_valid"] > r["best_valid"]) == (p["acc"] > r["acc"])}
+            # the metric that picked the epochs, on valid and on the final split: do they rank the two alike?
+            "valid_agrees_with_test": (p["best_valid"] > r["best_valid"]) == (p[p["metric"]] > r[r["metric"]])}
 
 
-def sweep(s: Settings, task: Task, inits: dict[str, str], run_dir: str, device) -> None:
-    """A learning curve over the number of labels: every --per-class N at every seed, for each init. Test
-    accuracy against N goes to TensorBoard (curve/<init>, step N: the curves overlay on one chart) and,
-    as a table with every seed and the mean, to results.json."""
+def sweep(s: Settings, runs: list[tuple], inits: dict[str, str], like: str | None, run_dir: str, device,
+          stop: StopSignal) -> None:
+    """A learning curve over the number of labels: every --per-class N at every seed, for each init. The
+    test accuracy (valid, for a task without a test split) against N goes to TensorBoard (curve/<init>,
+    step N: the curves overlay on one chart) and, as a table with every seed and the mean, to results.json."""
     from tensorboardX import SummaryWriter
     curve: dict[str, dict[int, dict[int, dict]]] = {name or "model": {} for name in inits}
-    for n in s.per_class:
-        for seed in s.seeds:
-            sub = task.with_train(per_class_subset(task.train, n, seed)) if n else task
-            per_class = max(sum(e.label == label for e in sub.train) for label in {e.label for e in sub.train})
-            for name, init in inits.items():
-                print(f"\n=== {name or init}: {per_class} labels per class, seed {seed}")
-                folder = os.path.join(run_dir, f"n{per_class}-seed{seed}", name)
-                r = fine_tune(s, sub, init, folder, device, seed)
-                curve[name or "model"].setdefault(per_class, {})[seed] = {**{k: r[k] for k in METRICS},
-                                                                          "best_valid": r["best_valid"]}
+    for per_class, seed, sub, min_steps in runs:
+        for name, init in inits.items():
+            print(f"\n=== {name or init}: {per_class} labels per class, seed {seed}")
+            r = fine_tune(s, sub, init, os.path.join(run_dir, f"n{per_class}-seed{seed}", name), device, seed,
+                          stop, like, min_steps)
+            curve[name or "model"].setdefault(per_class, {})[seed] = {**{k: r[k] for k in METRICS},
+                                                                      "best_valid": r["best_valid"]}
+    split = r["split"]
     table = curve_table(curve, "acc")
     for name, points in curve.items():
         writer = SummaryWriter(os.path.join(run_dir, "curve", name))
         for n, by_seed in sorted(points.items()):
             for k in METRICS:
-                writer.add_scalar(f"Transfer/test_{k}", float(np.mean([m[k] for m in by_seed.values()])), n)
+                writer.add_scalar(f"Transfer/{split}_{k}", float(np.mean([m[k] for m in by_seed.values()])), n)
             for seed, m in by_seed.items():
-                writer.add_scalar(f"Transfer/test_acc_seed{seed}", m["acc"], n)
+                writer.add_scalar(f"Transfer/{split}_acc_seed{seed}", m["acc"], n)
         writer.close()
-    write_json(os.path.join(run_dir, "results.json"), {"task": task.info, "seeds": s.seeds, "curve": table,
-                                                       "runs": {k: {str(n): v for n, v in p.items()}
-                                                                for k, p in curve.items()}})
-    print_curve(table, run_dir)
+    write_json(os.path.join(run_dir, "results.json"), {"task": runs[0][2].info, "split": split, "seeds": s.seeds,
+                                                       "curve": table, "runs": {k: {str(n): v for n, v in p.items()}
+                                                                                for k, p in curve.items()}})
+    print_curve(table, split, run_dir)
 
 
 def curve_table(curve: dict, metric: str) -> list[dict]:
-    """One row per N: each init's mean and per-seed test metric, and (side by side) the difference."""
+    """One row per N: each init's mean and per-seed metric, and (side by side) the difference."""
     rows = []
     for n in sorted(next(iter(curve.values()))):
         row: dict = {"per_class": n}
@@ -369,10 +419,10 @@ def curve_table(curve: dict, metric: str) -> list[dict]:
     return rows
 
 
-def print_curve(table: list[dict], run_dir: str) -> None:
+def print_curve(table: list[dict], split: str, run_dir: str) -> None:
     names = [k for k in table[0] if k not in ("per_class", "difference")]
     print("\n" + "=" * 64)
-    print("test accuracy by labels per class (mean over seeds ± std):")
+    print(f"{split} accuracy by labels per class (mean over seeds ± std):")
     print(f"  {'labels/class':>12}" + "".join(f"{name:>18}" for name in names)
           + (f"{'difference':>12}{'wins':>6}" if "difference" in table[0] else ""))
     for row in table:
@@ -382,7 +432,8 @@ def print_curve(table: list[dict], run_dir: str) -> None:
             d = row["difference"]
             line += f"{d['mean']:>+12.4f}{d['pretrained_better']:>4}/{len(d['seeds'])}"
         print(line)
-    print(f"TensorBoard: tensorboard --logdir {os.path.join(run_dir, 'curve')} (Transfer/test_acc, step = labels per class)")
+    print(f"TensorBoard: tensorboard --logdir {os.path.join(run_dir, 'curve')} (Transfer/{split}_acc, "
+          "step = labels per class)")
 
 
 def write_json(path: str, value) -> None:
@@ -514,7 +565,8 @@ def add_optimisation_flags(p: argparse.ArgumentParser) -> None:
                    help="stop after this many evaluations (epochs) without a better valid metric (0: never)")
     g.add_argument("--min-steps", type=int,
                    help="raise --epochs so that training takes at least this many steps, for a few labels "
-                        "(evaluating at most ~10 times); default: 150 with --per-class, else 0")
+                        "(evaluating at most max(--epochs, 10) times); default: 150 for a --per-class subset, "
+                        "else 0")
     g.add_argument("--bucket-size", type=int, default=100,
                    help="length bucketing: sort each run of this many batches by length (0: off)")
     g.add_argument("--pad-to-max-length", action="store_true",
@@ -561,11 +613,10 @@ def predict_parser() -> argparse.ArgumentParser:
 
 
 def resolve_settings(args: argparse.Namespace) -> Settings:
-    """The flags resolved once: --per-class as numbers (0: all), the seeds, the minimum of steps."""
+    """The flags resolved once: --per-class as numbers (0: all), and the seeds."""
     values = vars(args).copy()
     per_class = [0 if n == "all" else int(n) for n in args.per_class or ["all"]]
-    values.update(per_class=per_class, seeds=args.seeds or [args.seed],
-                  min_steps=args.min_steps if args.min_steps is not None else 150 if any(per_class) else 0)
+    values.update(per_class=per_class, seeds=args.seeds or [args.seed])
     return Settings(**values)
 
 

@@ -75,22 +75,24 @@ def check_vocab(model_dir: str, tokenizer: BertTokenizer) -> None:
                               "belong to this checkpoint")
 
 
-def scratch_vocab(args, train_texts: list[str]) -> tuple[BertTokenizer, str]:
-    """A vocabulary for the random-init baseline: the newest pretraining run's (so that the baseline
-    differs from fine-tuning it only in the weights), else one trained on the task's train texts."""
+def scratch_vocab(args, train_texts: list[str], like: str | None) -> tuple[BertTokenizer, str]:
+    """A vocabulary for the random-init baseline: --vocab, else that of the checkpoint it is compared with
+    (`like`; by default the newest pretraining run), so that the two differ only in the weights, else one
+    trained on the task's train texts."""
     if args.vocab:
         return tokenizer_for(args.vocab), f"the vocabulary {args.vocab}"
-    pretrained = newest_pretrained(args.out_dir)
+    pretrained = like or newest_pretrained(args.out_dir)
     if pretrained:
         return load_tokenizer(pretrained), f"the vocabulary of {pretrained}"
     vocab_file = cached_vocab(train_texts, args.vocab_size, args.cache_dir)
     return BertTokenizer(vocab_file), f"a {args.vocab_size}-token WordPiece vocabulary trained on the train split"
 
 
-def scratch_config(args, vocab_size: int, id2label: dict[int, str]) -> tuple[BertConfig, str]:
-    """The random-init baseline's size: --config, else the newest pretraining run's (so that the two
-    differ only in the weights), else train_mlm.py's default, tiny."""
-    pretrained = None if args.config else newest_pretrained(args.out_dir)
+def scratch_config(args, vocab_size: int, id2label: dict[int, str], like: str | None) -> tuple[BertConfig, str]:
+    """The random-init baseline's size: that of the checkpoint it is compared with (`like`), else --config,
+    else the newest pretraining run's (so that the two differ only in the weights), else train_mlm.py's
+    default, tiny."""
+    pretrained = like or (None if args.config else newest_pretrained(args.out_dir))
     if pretrained:
         with open(os.path.join(pretrained, "config.json"), encoding="utf-8") as f:
             hf_config = json.load(f)
@@ -113,14 +115,15 @@ def choose_init(s) -> str:
     return init
 
 
-def initial_model(s, init: str, train_texts: list[str], labels: LabelMap
+def initial_model(s, init: str, train_texts: list[str], labels: LabelMap, like: str | None = None
                   ) -> tuple[BertForSequenceClassification, BertTokenizer, str, str]:
     """(model, tokenizer, the checkpoint directory or 'scratch', a note on where the weights and
-    vocabulary come from) for --init `init`: a checkpoint, or 'scratch'."""
+    vocabulary come from) for `init`: a checkpoint, or 'scratch' (of the size and vocabulary of the
+    checkpoint `like`, when it is the baseline of a comparison)."""
     id2label = dict(enumerate(labels.labels))
     if init == "scratch":
-        tokenizer, vocab_note = scratch_vocab(s, train_texts)
-        config, size_note = scratch_config(s, len(tokenizer), id2label)
+        tokenizer, vocab_note = scratch_vocab(s, train_texts, like)
+        config, size_note = scratch_config(s, len(tokenizer), id2label, like)
         return BertForSequenceClassification(config), tokenizer, init, f"random init ({size_note}), {vocab_note}"
     model_dir = checkpoint_dir(init)
     tokenizer = load_tokenizer(model_dir)

@@ -83,10 +83,10 @@ def train(s: Settings, resume: Resume | None) -> int:
     checkpoints = Checkpointer(os.path.join(run_dir, "checkpoints"), s.keep_last, is_main, best_valid, {
         "model": raw_model, "optimizer": optimizer, "scaler": scaler, "data": batches, "config": asdict(config),
         "args": s.as_dict(), "corpus": corpus_info, "vocab": open(vocab_file, encoding="utf-8").read()})
-    log = TrainLog(writer, s, step, world, pretraining_flops_per_sequence(config, s.seq_len, s.max_predictions),
-                   measure_peak_flops(device, PRECISION_DTYPES[s.precision]))
     if is_main:
         print_setup(s, config, raw_model, corpus_info, train_corpus, vocab_file, world, device, run_dir, step)
+    log = TrainLog(writer, s, step, world, pretraining_flops_per_sequence(config, s.seq_len, s.max_predictions),
+                   measure_peak_flops(device, PRECISION_DTYPES[s.precision]))  # the bar, after the set-up lines
     stop = StopSignal(announce=is_main)
     stop.install()
     if resume:  # last, so that nothing in the set-up draws from the restored streams

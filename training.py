@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cli import UsageError
+from cli import Terminated, UsageError
 from model import CheckpointError, atomic_write
 
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -220,6 +220,15 @@ class StopSignal:
             print(f"\n{signal.Signals(signum).name}: finishing this step, then saving "
                   "(Ctrl-C again quits without saving)", file=sys.stderr)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def raise_if_stopped(self) -> None:
+        """For a run that is not resumable (fine-tuning): stop here, between steps, as on Ctrl-C (SIGTERM:
+        Terminated). Raised from a safe point, never from inside a library (a TensorBoard writer interrupted
+        mid-write can hang the exit)."""
+        if self.signum == signal.SIGTERM:
+            raise Terminated
+        if self.signum:
+            raise KeyboardInterrupt
 
     def agreed(self, device: torch.device) -> int:
         """The signal any process received (0: none): under DDP every rank stops at the same step."""

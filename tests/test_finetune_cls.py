@@ -586,7 +586,6 @@ def test_compare_fine_tunes_both_with_the_same_data_and_writes_the_table(env, ca
     for k in ("acc", "f1", "mcc"):
         assert results["difference"][k] == pytest.approx(p[k] - r[k])
         assert json.loads((run / "pretrained" / "results.json").read_text())[k] == p[k]
-    assert results["valid_agrees_with_test"] == ((p["best_valid"] > r["best_valid"]) == (p["acc"] > r["acc"]))
     table = out[out.index("pretrained vs scratch"):]
     row = [f"{p['acc']:.4f}", f"{r['acc']:.4f}", f"{p['acc'] - r['acc']:+.4f}"]
     assert re.search(r"accuracy\s+" + r"\s+".join(map(re.escape, row)), table), table
@@ -645,3 +644,70 @@ def test_a_real_run_stopped_by_a_signal_says_so_and_keeps_a_complete_model(env, 
     model = BertForSequenceClassification.from_pretrained(str(model_dir))
     assert model.config.num_labels == 2 and (model_dir / "labels.json").is_file()
     assert not (tmp_path / "runs" / "cls-stopped" / "results.json").exists()  # the run did not finish
+
+
+def test_compare_baseline_takes_the_size_and_vocabulary_of_the_given_init(env, capsys):
+    """--init names the pretrained model: the scratch side mirrors it, not the newest run under --out-dir."""
+    tmp_path, files, flags = env
+    (tmp_path / "elsewhere").mkdir()
+    assert main(["--train", files["train"], "--valid", files["valid"], "--compare", "--init",
+                 str(tmp_path / "runs" / "pre" / "final"), "--run-name", "cls-mirror", *flags[2:],
+                 "--out-dir", str(tmp_path / "elsewhere")]) == 0
+    run = tmp_path / "elsewhere" / "cls-mirror"
+    pre = json.loads((tmp_path / "runs" / "pre" / "final" / "config.json").read_text())
+    scratch = json.loads((run / "scratch" / "model" / "config.json").read_text())
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"):
+        assert scratch[key] == pre[key], key
+    assert (run / "scratch" / "model" / "vocab.txt").read_text() == (tmp_path / "vocab.txt").read_text()
+    assert json.loads((run / "results.json").read_text())["scratch"]["init"].startswith("random init (the size of")
+
+
+def test_valid_agrees_with_test_compares_the_metric_that_picked_the_epochs(tmp_path, capsys):
+    side = lambda acc, f1, mcc, valid: {"acc": acc, "f1": f1, "mcc": mcc, "best_valid": valid, "metric": "mcc",
+                                        "split": "test", "best_epoch": 1}
+    # pretrained better on valid MCC and on test MCC, though worse on test accuracy: they agree
+    agree = finetune_cls.compare({"pretrained": side(0.70, 0.6, 0.60, 0.50), "scratch": side(0.72, 0.6, 0.50, 0.40)},
+                                 str(tmp_path))
+    assert agree["valid_agrees_with_test"] is True and agree["difference"]["acc"] == pytest.approx(-0.02)
+    disagree = finetune_cls.compare({"pretrained": side(0.75, 0.6, 0.45, 0.50), "scratch": side(0.70, 0.6, 0.50, 0.40)},
+                                    str(tmp_path))
+    assert disagree["valid_agrees_with_test"] is False
+
+
+def test_a_sweep_skips_repeated_splits_and_names_the_split_it_reports_on(env, capsys):
+    """Without a test split the curve is on valid, and says so; N at least a class's size is 'all', run once.
+    A subsampled split trains for at least 150 steps by default; the whole one for --epochs."""
+    tmp_path, files, flags = env
+    assert main(["--train", files["train"], "--valid", files["valid"], "--init", "scratch", "--per-class", "4",
+                 "1000", "all", "--seeds", "1", "--run-name", "cls-dup", *flags]) == 0
+    out = capsys.readouterr().out
+    assert out.count("the same train split as an earlier value") == 1  # all = 1000 here: 32 per class
+    assert "--per-class all: the same train split" in out
+    run = tmp_path / "runs" / "cls-dup"
+    results = json.loads((run / "results.json").read_text())
+    assert results["split"] == "valid" and [row["per_class"] for row in results["curve"]] == [4, 32]
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("n")) == ["n32-seed1", "n4-seed1"]
+    assert json.loads((run / "n4-seed1" / "results.json").read_text())["epochs_run"] == 150  # 1 step an epoch
+    assert json.loads((run / "n32-seed1" / "results.json").read_text())["epochs_run"] == 1
+    ea = EventAccumulator(str(run / "curve" / "model"), size_guidance={"scalars": 0})
+    ea.Reload()
+    assert {"Transfer/valid_acc", "Transfer/valid_f1", "Transfer/valid_mcc"} <= set(ea.Tags()["scalars"])
+    assert "valid accuracy by labels per class" in out
+
+
+def test_an_interrupted_save_leaves_the_previous_model_whole(tmp_path, monkeypatch):
+    n = write_vocab(tmp_path / "vocab.txt")
+    tokenizer = data.BertTokenizer(str(tmp_path / "vocab.txt"))
+    labels = data.LabelMap(["neg", "pos"])
+    model = BertForSequenceClassification(tiny_config(n))
+    path = str(tmp_path / "model")
+    finetune_cls.save_model(model, tokenizer, labels, path)
+    before = sorted(os.listdir(path))
+
+    def interrupted(self, path):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(data.LabelMap, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_cls.save_model(model, tokenizer, labels, path)
+    assert sorted(os.listdir(path)) == before and "labels.json" in before
+    assert sorted(os.listdir(tmp_path)) == ["model", "vocab.txt"]  # no temporary folder left
