@@ -63,8 +63,8 @@ def test_lr_schedule_decay_one_is_berts_linear_decay():
 
 
 def test_max_predictions_follows_seq_len_unless_given():
-    assert train_mlm.parse_args([]).max_predictions == 10  # ceil(0.15 * 64)
-    assert train_mlm.parse_args(["--seq-len", "128"]).max_predictions == 20  # BERT's 20 at 128
+    assert train_mlm.parse_args([]).max_predictions == 16  # ceil(0.25 * 64)
+    assert train_mlm.parse_args(["--seq-len", "128", "--mask-prob", "0.15"]).max_predictions == 20  # BERT's 20 at 128
     assert train_mlm.parse_args(["--seq-len", "512", "--max-predictions", "80"]).max_predictions == 80
 
 
@@ -567,6 +567,6 @@ def test_checkpointer_keeps_the_last_k_and_best_only_when_better(tmp_path):
 
 def test_settings_are_resolved_once_and_read_only():
     s = train_mlm.resolve_settings(train_mlm.parse_args(["--steps", "200", "--warmup", "0.1"]), None)
-    assert s.warmup == 20 and s.max_predictions == 10 and s.run_name.endswith("-tiny")
+    assert s.warmup == 20 and s.max_predictions == 16 and s.run_name.endswith("-tiny")
     with pytest.raises(AttributeError, match="read-only"):
         s.steps = 300
