@@ -49,8 +49,8 @@ from tqdm import tqdm
 from cli import HelpFormatter, UsageError, run_cli
 from data import BertTokenizer, DataError, LabelMap, classification_batches, encode_classification
 from model import PRESETS, BertForSequenceClassification, CheckpointError, atomic_write
-from pretrained import (check_vocab, checkpoint_dir, choose_init, default_lr, initial_model, load_tokenizer, newest_pretrained,
-                        tokenizer_settings)
+from pretrained import (check_vocab, checkpoint_dir, choose_init, default_lr, initial_model, load_tokenizer,
+                        newest_pretrained,                         tokenizer_settings)
 from tasks import GLUE_BASE_URL, GLUE_TASKS, Task, load_task, per_class_subset
 from token_cache import default_cache_dir
 from training import (Settings, StopSignal, autocast_for, check_precision, lr_lambda, make_optimizer,
@@ -296,7 +296,8 @@ def train_command(s: Settings) -> int:
     if s.vocab and (s.init != "scratch" or s.compare):
         raise UsageError("--vocab is for --init scratch: a checkpoint brings its own vocab.txt")
     if s.config and s.compare:
-        raise UsageError("--config is for --init scratch: with --compare the baseline takes the pretrained model's size")
+        raise UsageError("--config is for --init scratch: with --compare the baseline takes the pretrained "
+                         "model's size")
     task = load_task(s)  # every check before anything is written
     if s.compare:  # the baseline takes the size and vocabulary of the model it is compared with
         pretrained = pretrained_init(s)

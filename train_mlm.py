@@ -191,7 +191,8 @@ class Checkpointer:
     (every process's RNG streams are gathered): every rank calls it, the first writes."""
 
     def __init__(self, folder: str, keep_last: int, write: bool, best_valid: float, parts: dict):
-        self.folder, self.keep_last, self.write, self.best_valid, self.parts = folder, keep_last, write, best_valid, parts
+        self.folder, self.keep_last, self.write = folder, keep_last, write
+        self.best_valid, self.parts = best_valid, parts
         if write:
             os.makedirs(folder, exist_ok=True)
 

@@ -152,7 +152,10 @@ def test_finetune_from_newest_pretraining_run_logs_saves_and_predicts(env, capsy
     assert json.loads((model_dir / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
     results = json.loads((run / "results.json").read_text())
     assert results["split"] == "test" and np.array(results["confusion_matrix"]).sum() == 24
-    assert len(results["history"]) == 2 and -1 <= results["mcc"] <= 1
+    assert len(results["history"]) == 2
+    # the reported metrics are those of the reported confusion matrix (hand-checked in test_metrics_...)
+    assert classification_metrics(np.array(results["confusion_matrix"])) == pytest.approx(
+        {k: results[k] for k in ("acc", "f1", "mcc")})
     assert not (tmp_path / "runs" / "pre" / "final" / "labels.json").exists()  # never confused with pretraining
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -180,9 +183,13 @@ def test_finetune_from_newest_pretraining_run_logs_saves_and_predicts(env, capsy
     assert main(["predict", "--model", str(model_dir), "a lovely story", "--file", str(texts)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3
-    for line, text in zip(lines, ["a lovely story", "the movie was good", "the film was awful"]):
-        label, p, echoed = line.split("\t")
-        assert label in ("neg", "pos") and 0.5 <= float(p) <= 1 and echoed == text
+    assert main(["predict", "--model", str(model_dir), "--json", "a lovely story", "--file", str(texts)]) == 0
+    records = [json.loads(r) for r in capsys.readouterr().out.splitlines()]
+    for line, record, text in zip(lines, records, ["a lovely story", "the movie was good", "the film was awful"]):
+        label, p, echoed = line.split("\t")  # the most probable label and its probability, as --json gives them
+        most_probable = max(record["probabilities"], key=record["probabilities"].get)
+        assert (label, echoed) == (record["label"], text) == (most_probable, record["text"])
+        assert float(p) == pytest.approx(record["probabilities"][label], abs=1e-4)
     assert main(["predict", "--model", str(run), "--json", "a sad plot"]) == 0  # the run folder works too
     record = json.loads(capsys.readouterr().out)
     assert set(record["probabilities"]) == {"neg", "pos"}
@@ -306,6 +313,9 @@ def test_docsource_splits_by_document_balanced_and_deduplicated(tmp_path, monkey
     split_docs = {split: {doc_of(e) for e in getattr(task, split)} for split in ("train", "valid", "test")}
     assert not split_docs["train"] & split_docs["test"] and not split_docs["train"] & split_docs["valid"]
     assert not split_docs["valid"] & split_docs["test"]
+    for label, per_split in task.info["documents_per_split"].items():  # valid and test: a fifth of the documents
+        assert per_split["valid"] >= 0.2 * 12 and per_split["test"] >= 0.2 * 12, (label, per_split)
+        assert sum(per_split.values()) == 12
     assert not any("boilerplate" in e.text_a for e in task.train + task.valid + task.test)
     assert all(e.label.replace("-", "").isalpha() for e in task.train)  # the source names, e.g. pytorch
     assert tasks.docsource_task(str(tmp_path)).test == task.test  # deterministic
