@@ -50,7 +50,7 @@ from cli import HelpFormatter, UsageError, run_cli
 from data import BertTokenizer, DataError, LabelMap, classification_batches, encode_classification
 from model import PRESETS, BertForSequenceClassification, CheckpointError, atomic_write
 from pretrained import (check_vocab, checkpoint_dir, choose_init, default_lr, initial_model, load_tokenizer,
-                        newest_pretrained,                         tokenizer_settings)
+                        newest_pretrained, tokenizer_settings)
 from tasks import GLUE_BASE_URL, GLUE_TASKS, Task, load_task, per_class_subset
 from token_cache import default_cache_dir
 from training import (Settings, StopSignal, autocast_for, check_precision, lr_lambda, make_optimizer,
