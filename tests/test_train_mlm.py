@@ -114,22 +114,26 @@ def test_end_to_end_logs_checkpoints_and_export(run, capsys):
     assert (final / "vocab.txt").read_text() == ckpt["vocab"]
 
 
+def signal_at_batch(monkeypatch, n: int, sig: int) -> None:
+    """Send `sig` to this process while the training loop draws its n-th batch (it takes them here)."""
+    calls = {"n": 0}
+    next_batch = train_mlm.Prefetcher.next_batch
+
+    def next_batch_then_signal(self):
+        calls["n"] += 1
+        if calls["n"] == n:
+            os.kill(os.getpid(), sig)
+        return next_batch(self)
+    monkeypatch.setattr(train_mlm.Prefetcher, "next_batch", next_batch_then_signal)
+
+
 def test_sigterm_saves_and_resume_continues_exactly(run, monkeypatch, capsys):
     straight_code, straight = run("--steps", "8", "--eval-interval", "4", "--viz-interval", "0", name="straight")
     assert straight_code == 0
     expected = scalars(straight, "Loss/train")
 
     # Same run, interrupted by SIGTERM while step 5 draws its batch: it finishes step 5, saves, exits 143.
-    calls = {"n": 0}
-    next_batch = train_mlm.Prefetcher.next_batch  # the training loop takes its batches here
-
-    def next_batch_then_sigterm(self):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return next_batch(self)
-
-    monkeypatch.setattr(train_mlm.Prefetcher, "next_batch", next_batch_then_sigterm)
+    signal_at_batch(monkeypatch, 5, signal.SIGTERM)
     code, split = run("--steps", "8", "--eval-interval", "4", "--viz-interval", "0", name="split")
     assert code == 128 + signal.SIGTERM
     assert "SIGTERM: stopped at step 5" in capsys.readouterr().err
@@ -149,16 +153,7 @@ def test_resume_across_blocks_of_the_lazy_stream_continues_exactly(run, monkeypa
     flags = ("--steps", "24", "--eval-interval", "12", "--viz-interval", "0", "--shuffle-buffer", "8",
              "--save-interval", "100")
     assert run(*flags, name="straight")[0] == 0
-    calls = {"n": 0}
-    next_batch = train_mlm.Prefetcher.next_batch
-
-    def next_batch_then_sigint(self):
-        calls["n"] += 1
-        if calls["n"] == 13:
-            os.kill(os.getpid(), signal.SIGINT)
-        return next_batch(self)
-
-    monkeypatch.setattr(train_mlm.Prefetcher, "next_batch", next_batch_then_sigint)
+    signal_at_batch(monkeypatch, 13, signal.SIGINT)
     code, split = run(*flags, name="split")
     assert code == 130
     state = torch.load(split / "checkpoints" / "step_0000013.pt", weights_only=False)["data"]
