@@ -294,6 +294,24 @@ def _tokenize_chunk(chunk: Chunk, tokenizer: BertTokenizer | None = None) -> tup
     return (chunk.read, *_tokenize_documents(parse_chunk(chunk), tokenizer or _worker_tokenizer))
 
 
+def _tokenize_chunk_to_file(chunk: Chunk, path: str) -> tuple:
+    """_tokenize_chunk in a worker, the arrays saved to `path`: what goes back through the pipe is a few
+    hundred bytes, written at once. A worker killed while it sent a large result would leave the
+    executor reading the rest of that message forever."""
+    read, tokens, sentence_lengths, document_sizes, *counts = _tokenize_chunk(chunk)
+    with open(path, "wb") as f:
+        np.savez(f, tokens=tokens, sentence_lengths=sentence_lengths, document_sizes=document_sizes)
+    return (read, path, *counts)
+
+
+def _load_tokenized(read: int, path: str, *counts) -> tuple:
+    """A worker's result, as _tokenize_chunk returns it; its file removed."""
+    with np.load(path) as arrays:
+        result = (read, arrays["tokens"], arrays["sentence_lengths"], arrays["document_sizes"], *counts)
+    os.remove(path)
+    return result
+
+
 _worker_tokenizer: BertTokenizer | None = None
 
 
@@ -319,13 +337,14 @@ def _tokenized(chunks: Iterator[Chunk], tokenizer: BertTokenizer, workers: int) 
     interrupted: list[int] = []
     main_thread = threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum)) if main_thread else None
+    results = tempfile.TemporaryDirectory(prefix="bert-tokens-")  # the arrays of the chunks in flight
     try:
         pending: deque = deque()
-        for chunk in itertools.chain(chunks, [None]):
+        for i, chunk in enumerate(itertools.chain(chunks, [None])):
             if chunk is not None:
-                pending.append(pool.submit(_tokenize_chunk, chunk))
+                pending.append(pool.submit(_tokenize_chunk_to_file, chunk, os.path.join(results.name, f"{i}.npz")))
             while pending and (len(pending) >= 2 * workers or chunk is None):
-                result = pending.popleft().result()
+                result = _load_tokenized(*pending.popleft().result())
                 if interrupted:
                     raise KeyboardInterrupt
                 yield result
@@ -340,6 +359,7 @@ def _tokenized(chunks: Iterator[Chunk], tokenizer: BertTokenizer, workers: int) 
         # The chunks in flight finish (a second or so); terminating the workers instead can leave the
         # executor's feeder thread blocked on a pipe nobody reads, and the shutdown with it.
         pool.shutdown(wait=True, cancel_futures=True)
+        results.cleanup()
 
 
 def _stat(path: str) -> list:
