@@ -647,7 +647,10 @@ def test_a_real_run_stopped_by_a_signal_says_so_and_keeps_a_complete_model(env, 
         if out_line.startswith("Epoch 2:"):
             proc.send_signal(sig)
             break
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # a hang fails the test without leaving the process behind
     assert proc.returncode == code, err
     assert err.strip().splitlines()[-1] == line and "Traceback" not in err, err
     model_dir = tmp_path / "runs" / "cls-stopped" / "model"
