@@ -1,7 +1,7 @@
 """
 The scripts' command-line conventions: help that shows defaults, usage errors, and one-line errors with
-exit codes 1 (bad input), 2 (usage, as argparse), 130 (Ctrl-C) and 143 (SIGTERM, where a script asks).
-No torch: prepare_data.py uses it too.
+exit codes 1 (bad input), 2 (usage, as argparse), 130 (Ctrl-C) and 143 (SIGTERM, where a script asks),
+and the errors they stand for. No torch and no project imports: every module may raise these.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ import signal
 import sys
 from typing import Callable
 
-from tokenization import DataError
+
+class DataError(ValueError):
+    """Bad input data. str(e) is ONE line that names the file (and line number where there is one), e.g.
+    'data/train.tsv:17: expected 2 columns (sentence, label), got 3'. Scripts catch it, print it and exit 1."""
 
 
 class UsageError(ValueError):

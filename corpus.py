@@ -26,7 +26,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from tokenization import DataError, write_text_atomic
+from cli import DataError
+from files import write_text_atomic
 
 CHUNK_BYTES = 1 << 20  # text per chunk: a unit of work for a worker process
 CORPUS_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".parquet")  # what folders are searched for
@@ -51,7 +52,18 @@ _CLOSERS = "\"'”’)\\]）」』》〉】〕］｝"
 # An East Asian sentence ends at 。！？； (full-width), ｡ (half-width), an ellipsis after CJK text, or
 # ASCII ! ? next to CJK text, then any closing quotes or brackets; no space or capital need follow.
 _CJK_BOUNDARY_RE = re.compile(rf"(?:[。｡！？；]+|(?<=[{_CJK}])[…⋯!?]+|[!?]+(?=[{_CLOSERS}]*\s?[{_CJK}]))[{_CLOSERS}]*")
+_WHITESPACE_RE = re.compile(r"\s")  # str.split()'s whitespace: both use Python's isspace
 _SENTENCE_END_RE = re.compile(rf"(?:[.!?。｡！？；]|(?<=[{_CJK}])[…⋯])[{_CLOSERS}]*$")
+_SENTENCE_PUNCTUATION = ".!?。｡！？；…⋯"  # every character at which a sentence can end
+_CJK_CHAR_RE = re.compile(f"[{_CJK}]")
+
+
+def _ends_sentence(line: str) -> bool:
+    """_SENTENCE_END_RE.search(line.rstrip()), without a regex search along the whole line."""
+    body = line.rstrip().rstrip(_CLOSERS.replace("\\", ""))
+    if not body:
+        return False
+    return body[-1] in ".!?。｡！？；" or (body[-1] in "…⋯" and len(body) > 1 and bool(_CJK_CHAR_RE.match(body[-2])))
 
 
 def split_sentences(text: str) -> list[str]:
@@ -61,13 +73,27 @@ def split_sentences(text: str) -> list[str]:
     opening quote -- unless the period ends a known abbreviation (Mr., etc., Fig.) or initials (U.S.,
     e.g., J.). Decimals like 3.14 have no space after the period so never split. Text without East Asian
     punctuation is split by the Latin rule alone."""
-    text = " ".join(text.split())
+    text = _squeeze_whitespace(text)
     pieces, start = [], 0
     for m in _CJK_BOUNDARY_RE.finditer(text):
         pieces.append(text[start:m.end()])
         start = m.end()
     pieces.append(text[start:])
     return [s for piece in pieces for s in _split_latin(piece.strip())]
+
+
+def _squeeze_whitespace(text: str, block: int = 1 << 20) -> str:
+    """" ".join(text.split()), a block of about 1 MB at a time: one paragraph of 200 MB would otherwise
+    make a list of every word in it (ten times the text's memory)."""
+    if len(text) <= block:
+        return " ".join(text.split())
+    parts, start = [], 0
+    while start < len(text):
+        end = _WHITESPACE_RE.search(text, min(len(text), start + block))  # blocks end between words
+        end = end.start() if end else len(text)
+        parts.append(" ".join(text[start:end].split()))
+        start = end
+    return " ".join(p for p in parts if p)
 
 
 def _split_latin(text: str) -> list[str]:
@@ -104,16 +130,19 @@ def _is_sentence_per_line(lines: list[str]) -> bool:
     """BERT's pretraining format has one sentence per line: most lines end like a sentence and
     hardly any holds two."""
     lines = [l for l in lines if l.strip()]
-    ends = sum(bool(_SENTENCE_END_RE.search(l.rstrip())) for l in lines)
-    multi = sum(len(split_sentences(l)) > 1 for l in lines)
-    return ends >= 0.5 * len(lines) and multi <= 0.1 * len(lines)
+    ends = sum(_ends_sentence(l) for l in lines)
+    if ends < 0.5 * len(lines):
+        return False
+    # Only a line with sentence punctuation before its last character can hold two sentences.
+    multi = sum(len(split_sentences(l)) > 1 for l in lines if any(c in l.rstrip()[:-1] for c in _SENTENCE_PUNCTUATION))
+    return multi <= 0.1 * len(lines)
 
 
 def _is_paragraph_per_line(lines: list[str]) -> bool:
     """A paragraph per line, no blank lines (the common form of Chinese corpora): most lines end like a
     sentence, and hardly any line is blank (hard-wrapped prose ends most lines mid-sentence)."""
     full = [l for l in lines if l.strip()]
-    ends = sum(bool(_SENTENCE_END_RE.search(l.rstrip())) for l in full)
+    ends = sum(_ends_sentence(l) for l in full)
     return len(full) >= 2 and len(lines) - len(full) <= 0.01 * len(lines) and ends >= 0.5 * len(full)
 
 
@@ -148,13 +177,66 @@ def corpus_files(paths: Iterable[str], exclude: str | None = None) -> list[str]:
                 raise DataError(f"{path}: folder has no .txt files (nor {', '.join(CORPUS_SUFFIXES[1:])})")
             files.extend(found)
         elif glob.has_magic(path):
-            found = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f) and outside(f))
+            found = sorted(f for f in set(_glob(path)) if os.path.isfile(f) and outside(f))
             if not found:
                 raise DataError(f"{path}: no file matches this pattern")
             files.extend(found)
         else:
             raise DataError(f"{path}: no such file or folder")
-    return files
+    return _each_file_once(files)
+
+
+def _glob(pattern: str) -> list[str]:
+    """glob.glob(pattern, recursive=True), where ** visits each real folder once: a symbolic link that loops
+    (a link to a parent) is followed once, not some 40 levels deep (and two such links, 2^40 times)."""
+    parts = pattern.split(os.sep)
+    if "**" not in parts:
+        return glob.glob(pattern)
+    i = parts.index("**")
+    head, tail = os.sep.join(parts[:i]), os.sep.join(parts[i + 1:])
+    bases = glob.glob(head) if glob.has_magic(head) else [head]
+    found, seen = [], set()
+    for base in bases:
+        for folder, subfolders, names in os.walk(base or os.curdir, followlinks=True):
+            try:
+                st = os.stat(folder)
+            except OSError:
+                subfolders[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                subfolders[:] = []  # this real folder is visited already, by another path
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))  # as glob: no hidden ones
+            where = folder if base else os.path.relpath(folder)  # as glob names them: ** from here, no "./"
+            if tail:
+                found.extend(_glob(tail if where == os.curdir else os.path.join(glob.escape(where), tail)))
+            else:
+                found.extend(n if where == os.curdir else os.path.join(where, n) for n in names if not n.startswith("."))
+    return found
+
+
+_NOTED_LINKS: set[tuple[str, ...]] = set()
+
+
+def _each_file_once(files: list[str]) -> list[str]:
+    """Each real file once (by device and inode), however many paths reach it: links, a file given twice, a
+    ** pattern through a symbolic link that loops (which reaches one file some 40 times). The first path is
+    kept, and the duplicates said once."""
+    seen, unique = set(), []
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError as e:
+            raise DataError(f"{f}: {e.strerror}") from None
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            unique.append(f)
+    if len(unique) < len(files) and tuple(files) not in _NOTED_LINKS:
+        _NOTED_LINKS.add(tuple(files))
+        print(f"note: {len(files) - len(unique)} of the {len(files)} corpus paths lead to a file already listed (links, "
+              f"or a file given twice); each of the {len(unique)} files is read once", file=sys.stderr)
+    return unique
 
 
 def detect_format(path: str, head: bytes) -> str:
@@ -189,6 +271,7 @@ class Chunk:
 
 
 _BLANK_LINE_RE = re.compile(rb"\n[ \t\r\f\v]*\n")
+_OVERLAP = 65536 + 1024  # bytes before new text that a boundary search looks at again (_last_sentence_line's 64 KB)
 
 
 def _last_boundary(buf: bytes, fmt: str) -> int:
@@ -252,7 +335,10 @@ def file_chunks(path: str, text_field: str = "text", chunk_bytes: int = CHUNK_BY
         return
     raw = _open_raw(path)
     stream = gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
-    buf, line, offset, read, has_text = b"", 1, 0, 0, False
+    # buf grows in place; a boundary is looked for only in what no search has seen (plus an overlap, for
+    # boundaries across two reads): a document of any length (one JSONL line of 200 MB) is read in linear
+    # time, never copied or searched again per block.
+    buf, searched, line, offset, read, has_text = bytearray(), 0, 1, 0, 0, False
     with raw, stream:
         while True:
             try:
@@ -269,11 +355,16 @@ def file_chunks(path: str, text_field: str = "text", chunk_bytes: int = CHUNK_BY
             elif len(buf) < chunk_bytes:
                 continue
             else:
-                cut = _last_boundary(buf, fmt)
+                start = max(0, searched - _OVERLAP)
+                cut = _last_boundary(bytes(buf[start:]), fmt)
+                cut = start + cut if cut else 0
+                searched = len(buf)
                 if not cut and len(buf) >= 16 * chunk_bytes and fmt != "jsonl":  # a record is never cut
                     cut = buf.rfind(b"\n") + 1 or _char_boundary(buf)
             if cut:
-                data, buf = buf[:cut], buf[cut:]
+                data = bytes(buf[:cut])
+                del buf[:cut]
+                searched = len(buf)  # the last boundary was at the cut: none in what is left
                 has_text = has_text or bool(data.strip())
                 position = raw.tell()
                 yield Chunk(path, line, offset, fmt, data, text_field, position - read)

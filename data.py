@@ -22,12 +22,13 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from cli import DataError
 from corpus import (corpus_files, default_corpus, default_corpus_file, jsonl_rows,
                     read_documents, split_documents, split_sentences)
+from files import write_text_atomic
 from token_cache import (TokenizedCorpus, cached_vocab, corpus_vocab, open_prepared, prepare_corpus,
                          prepare_pretraining_corpus, split_document_ids, tokenize_corpus)
-from tokenization import (SPECIAL_TOKENS, BertTokenizer, DataError, read_text,
-                          train_wordpiece_vocab, write_text_atomic)
+from tokenization import SPECIAL_TOKENS, BertTokenizer, read_text, train_wordpiece_vocab
 
 # The names of the data path, wherever they live: `from data import ...` is the one import a user needs.
 __all__ = ["DataError", "SPECIAL_TOKENS", "BertTokenizer", "train_wordpiece_vocab", "read_text", "write_text_atomic",
@@ -387,17 +388,22 @@ def _rows(path: str, text: str) -> Iterator[tuple[int, dict]]:
         return
     if ext not in (".tsv", ".csv"):
         raise DataError(f"{path}: unknown format (expected .tsv, .csv or .jsonl)")
-    # GLUE's TSV files have no quoting; CSV follows the csv module's dialect
+    # GLUE's TSV files have no quoting; CSV follows the csv module's dialect. A field may be as long as the
+    # file (csv's own limit, 128 KB, would refuse a long document): the text is in memory already.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(io.StringIO(text, newline=""), **({"delimiter": "\t", "quoting": csv.QUOTE_NONE}
                                                         if ext == ".tsv" else {}))
-    header = next(reader)
-    for row in reader:
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise DataError(f"{path}:{reader.line_num}: expected {len(header)} columns ({', '.join(header)}), "
-                            f"got {len(row)}")
-        yield reader.line_num, dict(zip(header, row))
+    try:
+        header = next(reader)
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{path}:{reader.line_num}: expected {len(header)} columns ({', '.join(header)}), "
+                                f"got {len(row)}")
+            yield reader.line_num, dict(zip(header, row))
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: not readable as {ext[1:].upper()} ({e})") from None
 
 
 def read_classification_file(path: str, text_columns: list[str] | None = None,

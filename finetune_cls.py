@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -46,15 +46,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cli import HelpFormatter, UsageError, run_cli
-from data import BertTokenizer, DataError, LabelMap, classification_batches, encode_classification
-from model import PRESETS, BertForSequenceClassification, CheckpointError, atomic_write
+from cli import DataError, HelpFormatter, UsageError, run_cli
+from data import BertTokenizer, LabelMap, classification_batches, encode_classification
+from files import RunFolder, atomic_write, write_folder
+from model import PRESETS, BertForSequenceClassification, CheckpointError
 from pretrained import (check_vocab, checkpoint_dir, choose_init, default_lr, initial_model, load_tokenizer,
                         newest_pretrained, tokenizer_settings)
 from tasks import GLUE_BASE_URL, GLUE_TASKS, Task, load_task, per_class_subset
 from token_cache import default_cache_dir
+from tokenization import decode_text
 from training import (Settings, StopSignal, autocast_for, check_precision, lr_lambda, make_optimizer,
-                      new_run_dir, seed_everything, setup_device)
+                      seed_everything, setup_device)
 from visuals import log_projector, log_settings, log_validation
 
 METRICS = {"acc": "accuracy", "f1": "macro-F1", "mcc": "MCC"}
@@ -250,19 +252,13 @@ def save_model(model, tokenizer: BertTokenizer, labels: LabelMap, path: str) -> 
     """The Hugging Face layout (config.json with id2label, model.safetensors, vocab.txt,
     tokenizer_config.json) plus labels.json, written beside `path` and then moved into place: an
     interrupted save leaves the previous model whole, never a folder with some of the files."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        model.save_pretrained(tmp, vocab_file=tokenizer.vocab_file)
-        settings = {"do_lower_case": tokenizer.do_lower_case, "tokenizer_class": "BertTokenizer"}
-        atomic_write(os.path.join(tmp, "tokenizer_config.json"), lambda f: f.write(json.dumps(settings).encode()))
-        labels.save(os.path.join(tmp, "labels.json"))
-    except BaseException:  # Ctrl-C, SIGTERM, a full disk: nothing half-written stays behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if os.path.isdir(path):  # the previous best: out of the way, then removed once the new one is in place
-        os.replace(path, f"{path}.old-{os.getpid()}")
-    os.replace(tmp, path)
-    shutil.rmtree(f"{path}.old-{os.getpid()}", ignore_errors=True)
+    settings = json.dumps({"do_lower_case": tokenizer.do_lower_case, "tokenizer_class": "BertTokenizer"})
+
+    def fill(folder: str) -> None:
+        model.save_pretrained(folder, vocab_file=tokenizer.vocab_file)
+        atomic_write(os.path.join(folder, "tokenizer_config.json"), lambda f: f.write(settings.encode()))
+        labels.save(os.path.join(folder, "labels.json"))
+    write_folder(path, fill)
 
 
 def print_report(result: dict, labels: list[str], split: str, best_epoch: int, metric: str,
@@ -292,7 +288,9 @@ def train_command(s: Settings) -> int:
     device = setup_device(s.device)
     check_precision(s.precision, device)
     task_name = "files" if s.train else s.task
-    run_dir = new_run_dir(s.out_dir, s.run_name, f"cls-{task_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if s.run_name and os.path.lexists(os.path.join(s.out_dir, s.run_name)):  # said before the data is read
+        raise UsageError(f"{os.path.join(s.out_dir, s.run_name)} exists (another run's folder; nothing in it was "
+                         "touched): choose another --run-name")
     if s.vocab and (s.init != "scratch" or s.compare):
         raise UsageError("--vocab is for --init scratch: a checkpoint brings its own vocab.txt")
     if s.config and s.compare:
@@ -307,18 +305,24 @@ def train_command(s: Settings) -> int:
     runs = label_subsets(s, task)
     stop = StopSignal(announce=False)  # Ctrl-C / SIGTERM: noted, and acted on between steps
     stop.install()
-    try:
-        if len(runs) > 1:
-            sweep(s, runs, inits, like, run_dir, device, stop)
-            return 0
-        (per_class, seed, sub, min_steps), = runs
-        results = {name: fine_tune(s, sub, init, os.path.join(run_dir, name) if name else run_dir, device, seed,
-                                   stop, like, min_steps) for name, init in inits.items()}
-        stop.raise_if_stopped()  # a signal during the last run's report: it finished, but the exit says so
-    finally:
-        stop.restore()
-    if s.compare:
-        write_json(os.path.join(run_dir, "results.json"), compare(results, run_dir))
+    # The folder is claimed (a generated name gets -1, -2 ... when another run took it in the same second),
+    # and removed again if the runs end before any model is saved in it.
+    with RunFolder.create(s.out_dir, s.run_name or f"cls-{task_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                          numbered=not s.run_name) as run:
+        try:
+            if len(runs) > 1:
+                sweep(s, runs, inits, like, run.path, device, stop)
+                return 0
+            (per_class, seed, sub, min_steps), = runs
+            results = {name: fine_tune(s, sub, init, os.path.join(run.path, name) if name else run.path, device,
+                                       seed, stop, like, min_steps) for name, init in inits.items()}
+            stop.raise_if_stopped()  # a signal during the last run's report: it finished, but the exit says so
+        finally:
+            stop.restore()
+            if glob.glob(os.path.join(glob.escape(run.path), "**", "labels.json"), recursive=True):
+                run.keep()  # a model was saved: the folder stays, even if a later run of a sweep was stopped
+        if s.compare:
+            write_json(os.path.join(run.path, "results.json"), compare(results, run.path))
     return 0
 
 
@@ -481,9 +485,10 @@ def predict_command(args) -> int:
     texts = list(args.texts)
     if args.file and args.file != "-" and not os.path.isfile(args.file):
         raise DataError(f"{args.file}: no such file")
-    if args.file:
-        with open(args.file, encoding="utf-8") if args.file != "-" else contextlib.nullcontext(sys.stdin) as f:
-            texts += [line.rstrip("\n") for line in f if line.strip()]
+    if args.file:  # text, checked: a binary file is refused by name, not read as lines of noise
+        with open(args.file, "rb") if args.file != "-" else contextlib.nullcontext(sys.stdin.buffer) as f:
+            text = decode_text(f.read(), "standard input" if args.file == "-" else args.file)
+        texts += [line.rstrip("\r") for line in text.split("\n") if line.strip()]
     if not texts:
         raise UsageError("nothing to classify: give texts as arguments or --file")
     pairs = [t.split("\t", 1) if "\t" in t else (t, None) for t in texts]  # a tab separates a sentence pair

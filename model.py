@@ -20,13 +20,17 @@ import json
 import logging
 import math
 import os
-import tempfile
+import pickle
+import re
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,21 @@ PRESETS: dict[str, tuple[int, int, int]] = {  # name: (layers, hidden, heads)
     "base": (12, 768, 12),
     "large": (24, 1024, 16),
 }
+
+
+# Sizes no BERT comes near (base is 12 x 768, vocabularies reach 250k): a config beyond them is a typo or
+# a hostile file, refused before a byte is allocated for it.
+SIZE_LIMITS = {"vocab_size": 1 << 24, "hidden_size": 1 << 16, "num_hidden_layers": 1 << 10,
+               "num_attention_heads": 1 << 10, "intermediate_size": 1 << 18, "max_position_embeddings": 1 << 20,
+               "type_vocab_size": 1 << 10, "num_labels": 1 << 20}
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 @dataclass
@@ -59,12 +78,52 @@ class BertConfig:
     id2label: dict[int, str] | None = field(default=None)
 
     def __post_init__(self):
+        # A config may come from anyone's config.json: checked before any memory is taken for it.
+        for name, high in SIZE_LIMITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
+                raise ValueError(f"{name} is {value!r}; it must be a whole number from 1 to {high:,}")
+        for name, low, high in (("hidden_dropout_prob", 0, 1), ("attention_probs_dropout_prob", 0, 1),
+                                ("layer_norm_eps", 0, 1), ("initializer_range", 0, 10)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high \
+                    or (name == "layer_norm_eps" and value == 0):
+                raise ValueError(f"{name} is {value!r}; it must be a number in [{low}, {high}]"
+                                 + (", above 0" if name == "layer_norm_eps" else ""))
+        if self.pad_token_id is not None and (not isinstance(self.pad_token_id, int)
+                                              or not 0 <= self.pad_token_id < self.vocab_size):
+            raise ValueError(f"pad_token_id is {self.pad_token_id!r}; it must be a token id below vocab_size")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
                              f"num_attention_heads {self.num_attention_heads}")
         if self.id2label is not None:
-            self.id2label = {int(k): v for k, v in self.id2label.items()}
+            if not isinstance(self.id2label, dict) or not all(isinstance(v, str) for v in self.id2label.values()):
+                raise ValueError("id2label must map class ids to label names")
+            try:
+                self.id2label = {int(k): v for k, v in self.id2label.items()}
+            except (TypeError, ValueError):
+                raise ValueError(f"id2label's keys must be class ids 0, 1, ...: {list(self.id2label)[:5]}") from None
+            if sorted(self.id2label) != list(range(len(self.id2label))) or not 1 <= len(self.id2label) <= SIZE_LIMITS["num_labels"]:
+                raise ValueError(f"id2label's keys must be the class ids 0 to n-1: {sorted(self.id2label)[:5]}")
             self.num_labels = len(self.id2label)
+
+    def num_parameters(self) -> int:
+        """BertForPreTraining's parameter count (its MLM decoder tied to the word embeddings), from the
+        config alone: what a model of this config takes, before it is built."""
+        H, I, V = self.hidden_size, self.intermediate_size, self.vocab_size
+        embeddings = (V + self.max_position_embeddings + self.type_vocab_size) * H + 2 * H
+        layer = 4 * (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H  # attention, LayerNorms, FFN
+        heads = (H * H + H) + (H * H + H) + 2 * H + V + (2 * H + 2)  # pooler, MLM transform + bias, NSP
+        return embeddings + self.num_hidden_layers * layer + heads
+
+    def check_memory(self, bytes_per_parameter: int, available: int | None) -> None:
+        """ValueError when the parameters alone, at bytes_per_parameter each (4: fp32 weights; 16: weights,
+        gradients and Adam's two moments), need more than `available` bytes."""
+        need = self.num_parameters() * bytes_per_parameter
+        if available and need > available:
+            raise ValueError(f"{self.num_parameters() / 1e6:,.0f}M parameters ({self.num_hidden_layers} layers, "
+                             f"hidden {self.hidden_size}, vocab {self.vocab_size}) need {need / 2**30:,.1f} GiB, "
+                             f"more than the {available / 2**30:,.1f} GiB this machine has")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "BertConfig":
@@ -85,6 +144,8 @@ class BertConfig:
 
     @classmethod
     def from_hf_dict(cls, d: dict, source: str = "config") -> "BertConfig":
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{source}: not a BERT config (a JSON {type(d).__name__}, not an object)")
         if d.get("model_type", "bert") != "bert":
             raise CheckpointError(f"{source}: model_type is {d['model_type']!r}, not a BERT")
         if d.get("hidden_act", "gelu") != "gelu":
@@ -101,7 +162,10 @@ class BertConfig:
             kwargs["id2label"] = d["id2label"]
         elif "num_labels" in d:
             kwargs["num_labels"] = d["num_labels"]
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ValueError as e:
+            raise CheckpointError(f"{source}: {e}") from None
 
 
 class CheckpointError(ValueError):
@@ -253,9 +317,15 @@ class BertPreTrainedModel(nn.Module):
         try:
             with open(config_file, encoding="utf-8") as f:
                 hf_config = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
+            raise CheckpointError(f"{config_file}: not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
+        if not isinstance(hf_config, dict):
+            raise CheckpointError(f"{config_file}: not a BERT config (a JSON {type(hf_config).__name__}, not an object)")
         config = BertConfig.from_hf_dict({**hf_config, **config_overrides}, source=config_file)
+        try:
+            config.check_memory(8, physical_memory())  # the model, and the weights read into it
+        except ValueError as e:
+            raise CheckpointError(f"{config_file}: {e}") from None
         model = cls(config)
         state, weights_file = read_state_dict(path)
         model.load_hf_state_dict(state, weights_file)
@@ -326,31 +396,46 @@ class BertPreTrainedModel(nn.Module):
             atomic_write(os.path.join(path, "vocab.txt"), lambda f: f.write(data))
 
 
-def atomic_write(path: str, write) -> None:
-    """Write through a temp file in the same folder, then rename: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def read_state_dict(path: str) -> tuple[dict[str, torch.Tensor], str]:
     st, pt = os.path.join(path, "model.safetensors"), os.path.join(path, "pytorch_model.bin")
-    try:
-        if os.path.isfile(st):
-            from safetensors.torch import load_file
+    if os.path.isfile(st):
+        from safetensors.torch import load_file
+        try:
             return load_file(st), st
-        if os.path.isfile(pt):
-            return torch.load(pt, map_location="cpu", weights_only=True), pt
-    except Exception as e:  # a truncated or foreign file: say which one
-        raise CheckpointError(f"{st if os.path.isfile(st) else pt}: cannot read weights ({e})") from None
+        except Exception as e:  # a truncated or foreign file: say which one
+            raise CheckpointError(f"{st}: cannot read weights ({first_line(e)})") from None
+    if os.path.isfile(pt):
+        state = torch_load(pt)
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"{pt}: not a weights file (a {type(state).__name__}, not names to tensors)")
+        return state, pt
     raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin")
+
+
+def torch_load(path: str, allowed: list | tuple = ()) -> object:
+    """torch.load that never runs code from the file: tensors and plain Python values only (weights_only),
+    plus the `allowed` classes. A file that asks for anything else (a pickle's way to run code) is refused
+    before any of it runs: CheckpointError naming the file, as for a damaged one."""
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(list(allowed)):
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: not for the user
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        wanted = re.search(r"GLOBAL (\S+)", str(e))  # how a pickle reaches code: a function or class by name
+        if wanted:
+            raise CheckpointError(f"{path}: refused, not a checkpoint of this project: loading it would call "
+                                  f"{wanted.group(1)}, which no checkpoint needs (nothing in it was run)") from None
+        operand = re.search(r"Unsupported operand (\d+)", str(e))
+        reason = f"pickle opcode {operand.group(1)}, which torch.save never writes" if operand else first_line(e)
+        raise CheckpointError(f"{path}: cannot read checkpoint: not a checkpoint of this project ({reason}); "
+                              "nothing in it was run") from None
+    except Exception as e:  # truncated, not a torch file at all, unreadable
+        raise CheckpointError(f"{path}: cannot read checkpoint ({first_line(e)})") from None
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first sentence: for a one-line error."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
 
 
 # ----------------------------------------------------------------------------- models
@@ -488,6 +573,14 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
 
 # ----------------------------------------------------------------------------- FLOPs
+
+
+def activation_bytes_per_sequence(config: BertConfig, seq_len: int) -> int:
+    """A lower bound of what one sequence's forward pass keeps for the backward pass, in fp32: per layer and
+    token, the query, key, value and attention output (4 x hidden) and the feed-forward activation's input
+    and output (2 x intermediate). The real figure is higher (LayerNorms, dropout masks, the MLM head): the
+    bound only serves to refuse batches that cannot fit."""
+    return 4 * config.num_hidden_layers * seq_len * (4 * config.hidden_size + 2 * config.intermediate_size)
 
 
 def pretraining_flops_per_sequence(config: BertConfig, seq_len: int, max_predictions_per_seq: int) -> float:

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("vocab_size", "vocab_sample", "workers"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    return run_cli(lambda: prepare(args), interrupted="interrupted: nothing of this preparation was kept")
+    # SIGTERM stops as Ctrl-C does: nothing half-prepared is kept, in the cache or the system's temporary folder
+    return run_cli(lambda: prepare(args), interrupted="interrupted: nothing of this preparation was kept", sigterm=True)
 
 
 def prepare(args: argparse.Namespace) -> int:

@@ -10,13 +10,17 @@ import glob
 import json
 import os
 
-from data import BertTokenizer, DataError, LabelMap, cached_vocab
-from model import BertConfig, BertForSequenceClassification, CheckpointError
+from cli import DataError
+from data import BertTokenizer, LabelMap, cached_vocab
+from model import BertConfig, BertForSequenceClassification, CheckpointError, physical_memory
 
 
 def newest_pretrained(out_dir: str) -> str | None:
-    """The final/ export of the newest train_mlm.py run under out_dir (fine-tuning runs have none)."""
-    configs = glob.glob(os.path.join(out_dir, "*", "final", "config.json"))
+    """The final/ export of the newest train_mlm.py run under out_dir (fine-tuning runs have none). Only
+    complete exports count: config.json, vocab.txt and the weights (an export of older code may be half)."""
+    configs = [c for c in glob.glob(os.path.join(glob.escape(out_dir), "*", "final", "config.json"))
+               if os.path.isfile(os.path.join(os.path.dirname(c), "vocab.txt"))
+               and os.path.isfile(os.path.join(os.path.dirname(c), "model.safetensors"))]
     return os.path.dirname(max(configs, key=os.path.getmtime)) if configs else None
 
 
@@ -49,8 +53,23 @@ def tokenizer_settings(model_dir: str) -> dict | None:
     settings_file = os.path.join(model_dir, "tokenizer_config.json")
     if not os.path.isfile(settings_file):
         return None
-    with open(settings_file, encoding="utf-8") as f:
-        return json.load(f)
+    settings = read_json(settings_file)
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{settings_file}: not a tokenizer config (a JSON {type(settings).__name__}, not an object)")
+    lower, length = settings.get("do_lower_case", True), settings.get("model_max_length")
+    if not isinstance(lower, bool) or length is not None and (not isinstance(length, (int, float)) or isinstance(length, bool) or length < 1):
+        raise CheckpointError(f"{settings_file}: do_lower_case must be true or false and model_max_length a "
+                              f"positive number (got {lower!r}, {length!r})")
+    return settings
+
+
+def read_json(path: str):
+    """A JSON file of a checkpoint folder; CheckpointError naming it when it is not JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
 
 
 def tokenizer_for(vocab_file: str) -> BertTokenizer:
@@ -64,11 +83,9 @@ def tokenizer_for(vocab_file: str) -> BertTokenizer:
 
 def check_vocab(model_dir: str, tokenizer: BertTokenizer) -> None:
     config_file = os.path.join(model_dir, "config.json")
-    try:
-        with open(config_file, encoding="utf-8") as f:
-            config = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
+    config = read_json(config_file)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_file}: not a BERT config (a JSON {type(config).__name__}, not an object)")
     if config.get("vocab_size") != len(tokenizer):
         raise CheckpointError(f"{config_file} has vocab_size {config.get('vocab_size')} but "
                               f"{tokenizer.vocab_file} has {len(tokenizer)} tokens: the vocabulary does not "
@@ -94,9 +111,11 @@ def scratch_config(args, vocab_size: int, id2label: dict[int, str], like: str | 
     default, tiny."""
     pretrained = like or (None if args.config else newest_pretrained(args.out_dir))
     if pretrained:
-        with open(os.path.join(pretrained, "config.json"), encoding="utf-8") as f:
-            hf_config = json.load(f)
-        config = BertConfig.from_hf_dict({**hf_config, "vocab_size": vocab_size, "id2label": id2label})
+        config_file = os.path.join(pretrained, "config.json")
+        hf_config = read_json(config_file)
+        if not isinstance(hf_config, dict):
+            raise CheckpointError(f"{config_file}: not a BERT config (a JSON {type(hf_config).__name__}, not an object)")
+        config = BertConfig.from_hf_dict({**hf_config, "vocab_size": vocab_size, "id2label": id2label}, config_file)
         return config, f"the size of {pretrained}"
     name = args.config or "tiny"
     return BertConfig.from_preset(name, vocab_size=vocab_size, id2label=id2label), f"the '{name}' preset"
@@ -124,6 +143,10 @@ def initial_model(s, init: str, train_texts: list[str], labels: LabelMap, like: 
     if init == "scratch":
         tokenizer, vocab_note = scratch_vocab(s, train_texts, like)
         config, size_note = scratch_config(s, len(tokenizer), id2label, like)
+        try:
+            config.check_memory(16, physical_memory())  # to be trained: weights, gradients, Adam's moments
+        except ValueError as e:
+            raise CheckpointError(f"random init of {size_note}: {e}") from None
         return BertForSequenceClassification(config), tokenizer, init, f"random init ({size_note}), {vocab_note}"
     model_dir = checkpoint_dir(init)
     tokenizer = load_tokenizer(model_dir)

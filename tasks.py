@@ -153,6 +153,9 @@ def glue_files(name: str, cache_dir: str, base_url: str, sha256: str | None = No
     paths = (os.path.join(folder, "train.tsv"), os.path.join(folder, spec.dev_file))
     if all(os.path.isfile(p) for p in paths):
         return paths
+    if os.path.lexists(folder):  # made by hand, or by older code: fetched again, and replaced whole below
+        missing = ", ".join(os.path.basename(p) for p in paths if not os.path.isfile(p))
+        print(f"{folder}: incomplete (no {missing}); downloading the task again to replace it", file=sys.stderr)
     expected = (sha256 or spec.sha256).lower()
     url = f"{base_url.rstrip('/')}/{spec.zip_name}"
     os.makedirs(os.path.dirname(folder), exist_ok=True)
@@ -185,6 +188,8 @@ def glue_files(name: str, cache_dir: str, base_url: str, sha256: str | None = No
                         f.write(data)
         except zipfile.BadZipFile:
             raise DataError(f"{url}: not a zip file") from None
+        if os.path.lexists(folder):  # the incomplete one: aside, then gone once the whole one is in place
+            os.replace(folder, os.path.join(tmp, "incomplete"))
         os.replace(unpacked, folder)  # all files appear at once, or none
     return paths
 

@@ -19,9 +19,12 @@ would trust.
 
 from __future__ import annotations
 
+import array
+import contextlib
 import hashlib
 import itertools
 import json
+import math
 import mmap
 import multiprocessing
 import os
@@ -40,9 +43,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from corpus import Chunk, corpus_files, default_corpus_file, file_chunks, parse_chunk, sample_sentences
+from corpus import CHUNK_BYTES, Chunk, corpus_files, default_corpus_file, file_chunks, parse_chunk, sample_sentences
 from progress import Progress
-from tokenization import BertTokenizer, DataError, train_wordpiece_vocab
+from cli import DataError, Terminated
+from tokenization import BertTokenizer, train_wordpiece_vocab
 
 CACHE_FORMAT = 3  # bump when the layout or the parsing changes, to invalidate caches
 VOCAB_FORMAT = 2  # bump when the vocabulary trainer or the sampling changes
@@ -268,7 +272,8 @@ def _tokenize_documents(documents: Iterable[list[str]], tokenizer: BertTokenizer
     """(tokens, sentence lengths, sentences per document, words, characters, characters in sentences
     longer than LONG_SENTENCE) of documents of sentences; sentences that tokenise to nothing and
     documents left empty are dropped."""
-    tokens: list[int] = []
+    dtype = np.uint16 if len(tokenizer) <= 65535 else np.int32
+    tokens = array.array("H" if dtype == np.uint16 else "i")  # 2 or 4 bytes a token, not a Python int's 36
     sentence_lengths, document_sizes, words, chars, long_chars = [], [], 0, 0, 0
     for document in documents:
         n = 0
@@ -284,28 +289,58 @@ def _tokenize_documents(documents: Iterable[list[str]], tokenizer: BertTokenizer
                 n += 1
         if n:
             document_sizes.append(n)
-    dtype = np.uint16 if len(tokenizer) <= 65535 else np.int32
-    return (np.array(tokens, dtype=dtype), np.array(sentence_lengths, np.int64), np.array(document_sizes, np.int64),
-            words, chars, long_chars)
+    return (np.frombuffer(tokens, dtype=dtype) if tokens else np.zeros(0, dtype), np.array(sentence_lengths, np.int64),
+            np.array(document_sizes, np.int64), words, chars, long_chars)
 
 
-def _tokenize_chunk(chunk: Chunk, tokenizer: BertTokenizer | None = None) -> tuple:
-    """(file bytes read, *_tokenize_documents) of one chunk, in a worker process (or with `tokenizer`)."""
-    return (chunk.read, *_tokenize_documents(parse_chunk(chunk), tokenizer or _worker_tokenizer))
+MAX_FILES_PER_UNIT = 2000  # small files read together by one worker (progress stays fine-grained)
 
 
-def _tokenize_chunk_to_file(chunk: Chunk, path: str) -> tuple:
-    """_tokenize_chunk in a worker, the arrays saved to `path`: what goes back through the pipe is a few
+def _work_units(entries: list[list], text_field: str, fmt: str | None) -> Iterator[list]:
+    """The corpus files (manifest entries) as units of work of about CHUNK_BYTES, in order: each chunk of a
+    large file (read here), or a run of consecutive small files (read by the worker): 100,000 files of a
+    kilobyte are a hundred units, not 100,000, and their reading is done in parallel too."""
+    unit, size = [], 0
+    for entry in entries:
+        path, nbytes = entry[0], entry[1] * (3 if entry[0].endswith(".gz") else 1)
+        if nbytes > CHUNK_BYTES or path.endswith(".parquet") or fmt == "parquet":
+            if unit:
+                yield unit
+                unit, size = [], 0
+            yield from ([chunk] for chunk in _checked_chunks(entry, text_field, fmt))
+            continue
+        unit.append(entry)
+        size += nbytes
+        if size >= CHUNK_BYTES or len(unit) >= MAX_FILES_PER_UNIT:
+            yield unit
+            unit, size = [], 0
+    if unit:
+        yield unit
+
+
+def _tokenize_unit(unit: list, text_field: str, fmt: str | None, tokenizer: BertTokenizer | None = None) -> tuple:
+    """(file bytes read, *_tokenize_documents) of one unit of work (chunks, or small files' manifest entries),
+    in a worker process (or with `tokenizer`)."""
+    read, documents = 0, []
+    for item in unit:
+        for chunk in [item] if isinstance(item, Chunk) else _checked_chunks(item, text_field, fmt):
+            read += chunk.read
+            documents.extend(parse_chunk(chunk))
+    return (read, *_tokenize_documents(documents, tokenizer or _worker_tokenizer))
+
+
+def _tokenize_unit_to_file(unit: list, text_field: str, fmt: str | None, path: str) -> tuple:
+    """_tokenize_unit in a worker, the arrays saved to `path`: what goes back through the pipe is a few
     hundred bytes, written at once. A worker killed while it sent a large result would leave the
     executor reading the rest of that message forever."""
-    read, tokens, sentence_lengths, document_sizes, *counts = _tokenize_chunk(chunk)
+    read, tokens, sentence_lengths, document_sizes, *counts = _tokenize_unit(unit, text_field, fmt)
     with open(path, "wb") as f:
         np.savez(f, tokens=tokens, sentence_lengths=sentence_lengths, document_sizes=document_sizes)
     return (read, path, *counts)
 
 
 def _load_tokenized(read: int, path: str, *counts) -> tuple:
-    """A worker's result, as _tokenize_chunk returns it; its file removed."""
+    """A worker's result, as _tokenize_unit returns it; its file removed."""
     with np.load(path) as arrays:
         result = (read, arrays["tokens"], arrays["sentence_lengths"], arrays["document_sizes"], *counts)
     os.remove(path)
@@ -321,45 +356,52 @@ def _init_worker(vocab_file: str, do_lower_case: bool) -> None:
     _worker_tokenizer = BertTokenizer(vocab_file, do_lower_case)
 
 
-def _tokenized(chunks: Iterator[Chunk], tokenizer: BertTokenizer, workers: int) -> Iterator[tuple]:
-    """_tokenize_chunk over the chunks, in order, in `workers` processes with at most 2 chunks each in
-    flight (memory stays bounded however fast the files are read)."""
+def _tokenized(units: Iterator[list], tokenizer: BertTokenizer, workers: int, scratch: str, text_field: str,
+               fmt: str | None) -> Iterator[tuple]:
+    """_tokenize_unit over the units, in order, in `workers` processes with at most 2 units each in flight
+    (memory stays bounded however fast the files are read). The workers' results pass through files in
+    `scratch` (inside the cache's temporary folder: whatever a killed run leaves there goes with it)."""
     if workers <= 1:
-        for chunk in chunks:
-            yield _tokenize_chunk(chunk, tokenizer)
+        for unit in units:
+            yield _tokenize_unit(unit, text_field, fmt, tokenizer)
         return
     # fork: the workers start at once and share the parent's pages; spawn where there is no fork (macOS).
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                initargs=(tokenizer.vocab_file, tokenizer.do_lower_case))
-    # Ctrl-C is noted and raised between chunks: raised inside the executor's own code, it could leave a
-    # lock held that the shutdown below then waits for forever.
-    interrupted: list[int] = []
+    # Ctrl-C and SIGTERM are noted and raised between units: raised inside the executor's own code, they could
+    # leave a lock held that the shutdown below then waits for forever.
+    signals: list[int] = []
     main_thread = threading.current_thread() is threading.main_thread()
-    old_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum)) if main_thread else None
-    results = tempfile.TemporaryDirectory(prefix="bert-tokens-")  # the arrays of the chunks in flight
+    old = {sig: signal.signal(sig, lambda signum, frame: signals.append(signum))
+           for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+
+    def stop_if_signalled() -> None:
+        if signals:
+            raise Terminated if signals[0] == signal.SIGTERM else KeyboardInterrupt
+    os.makedirs(scratch, exist_ok=True)
     try:
         pending: deque = deque()
-        for i, chunk in enumerate(itertools.chain(chunks, [None])):
-            if chunk is not None:
-                pending.append(pool.submit(_tokenize_chunk_to_file, chunk, os.path.join(results.name, f"{i}.npz")))
-            while pending and (len(pending) >= 2 * workers or chunk is None):
+        for i, unit in enumerate(itertools.chain(units, [None])):
+            if unit is not None:
+                pending.append(pool.submit(_tokenize_unit_to_file, unit, text_field, fmt,
+                                           os.path.join(scratch, f"{i}.npz")))
+            while pending and (len(pending) >= 2 * workers or unit is None):
                 result = _load_tokenized(*pending.popleft().result())
-                if interrupted:
-                    raise KeyboardInterrupt
+                stop_if_signalled()
                 yield result
-            if interrupted:
-                raise KeyboardInterrupt
-    except BrokenProcessPool:  # a worker was killed (the out-of-memory killer, say)
+            stop_if_signalled()
+    except BrokenProcessPool:  # a worker was killed (the out-of-memory killer, or a signal to the whole group)
+        stop_if_signalled()
         raise DataError("a tokenising worker process died (out of memory?); nothing was kept: try fewer "
                         "--workers") from None
     finally:
-        if main_thread:
-            signal.signal(signal.SIGINT, old_handler)
-        # The chunks in flight finish (a second or so); terminating the workers instead can leave the
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        # The units in flight finish (a second or so); terminating the workers instead can leave the
         # executor's feeder thread blocked on a pipe nobody reads, and the shutdown with it.
         pool.shutdown(wait=True, cancel_futures=True)
-        results.cleanup()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _stat(path: str) -> list:
@@ -415,8 +457,10 @@ def prepare_corpus(paths: list[str], tokenizer: BertTokenizer, cache_dir: str, w
     folder = os.path.join(cache_dir, f"corpus-{key[:20]}")
     if os.path.isfile(os.path.join(folder, "meta.json")):
         return open_prepared(folder)
-    workers = workers or default_workers()
     total = sum(entry[1] for entry in manifest["files"])
+    # No more processes than units of work (a 10 KB corpus is tokenised in-process, not by 64 forks).
+    units_estimate = math.ceil(sum(e[1] * (3 if e[0].endswith(".gz") else 1) for e in manifest["files"]) / CHUNK_BYTES)
+    workers = max(1, min(workers or default_workers(), units_estimate))
     t0 = time.perf_counter()
     writer = None
     bar = Progress(total, "prepare", unit="B", unit_scale=True, enabled=progress,
@@ -424,12 +468,15 @@ def prepare_corpus(paths: list[str], tokenizer: BertTokenizer, cache_dir: str, w
                    f"({done / max(total, 1):.0%}), {done / 1e6 / max(s, 1e-9):.1f} MB/s, {writer.tokens:,} tokens")
     try:
         writer = _CacheWriter(cache_dir, len(tokenizer))
-        chunks = (c for entry in manifest["files"] for c in _checked_chunks(entry, text_field, fmt))
+        units = _work_units(manifest["files"], text_field, fmt)
         chars = long_chars = 0
-        for read, tokens, sentence_lengths, document_sizes, words, n, n_long in _tokenized(chunks, tokenizer, workers):
-            writer.add(tokens, sentence_lengths, document_sizes, words)
-            chars, long_chars = chars + n, long_chars + n_long
-            bar.update(read, tokens=f"{writer.tokens:,}")
+        # closing: the workers are shut down before an error is handled (the folder they write in is removed)
+        with contextlib.closing(_tokenized(units, tokenizer, workers, os.path.join(writer.tmp, "in-flight"),
+                                           text_field, fmt)) as results:
+            for read, tokens, sentence_lengths, document_sizes, words, n, n_long in results:
+                writer.add(tokens, sentence_lengths, document_sizes, words)
+                chars, long_chars = chars + n, long_chars + n_long
+                bar.update(read, tokens=f"{writer.tokens:,}")
         if writer.documents == 0:
             raise DataError(f"{', '.join(paths)}: no sentences found")
         if long_chars > 0.5 * chars:

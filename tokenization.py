@@ -6,16 +6,14 @@ text. Bad input raises DataError, whose message is one line naming the file (and
 
 import os
 import re
-import tempfile
 import unicodedata
 from collections import Counter
 from typing import Iterable
 
 import numpy as np
 
-class DataError(ValueError):
-    """Bad input data. str(e) is ONE line that names the file (and line number where there is one), e.g.
-    'data/train.tsv:17: expected 2 columns (sentence, label), got 3'. Scripts catch it, print it and exit 1."""
+from cli import DataError
+from files import write_text_atomic
 
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -111,18 +109,27 @@ def _split_word(word: str, do_lower_case: bool) -> list[str]:
 
 
 def read_text(path: str) -> str:
-    """A file's text; DataError when it is missing, not UTF-8 (naming the line) or empty."""
+    """A file's text; DataError when it is missing, binary, not UTF-8 (naming the line) or empty."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
     with open(path, "rb") as f:
-        raw = f.read()
+        text = decode_text(f.read(), path)
+    if not text.strip():
+        raise DataError(f"{path}: file is empty")
+    return text
+
+
+def decode_text(raw: bytes, name: str) -> str:
+    """UTF-8 bytes as text (without a byte order mark); DataError naming `name` and the line for bytes that
+    are not text: NUL bytes (a binary file, which may well decode) or invalid UTF-8."""
+    if b"\0" in raw:
+        line = raw.count(b"\n", 0, raw.index(b"\0")) + 1
+        raise DataError(f"{name}:{line}: a binary file (it holds NUL bytes), not text")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    if not text.strip():
-        raise DataError(f"{path}: file is empty")
+        raise DataError(f"{name}:{line}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
     return text.removeprefix("\ufeff")
 
 
@@ -138,9 +145,16 @@ class BertTokenizer:
         self.vocab_file = vocab_file
         self.do_lower_case = do_lower_case
         text = read_text(vocab_file)
-        # like transformers' load_vocab: one token per line; a repeated token keeps its last id
+        # as transformers' load_vocab: one token per line, its id the line number from 0
         self.ids_to_tokens = [t.rstrip("\r") for t in text.removesuffix("\n").split("\n")]
         self.vocab = {t: i for i, t in enumerate(self.ids_to_tokens)}
+        if len(self.vocab) < len(self.ids_to_tokens):  # a token twice: one of its ids could never be produced
+            first: dict[str, int] = {}
+            for i, t in enumerate(self.ids_to_tokens):
+                if t in first:
+                    raise DataError(f"{vocab_file}:{i + 1}: the token {t!r} again (first on line {first[t] + 1}); "
+                                    "each token of a vocabulary is on one line only")
+                first[t] = i
         missing = [t for t in SPECIAL_TOKENS if t not in self.vocab]
         if missing:
             raise DataError(f"{vocab_file}: vocabulary lacks the special token(s) {' '.join(missing)}")
@@ -186,9 +200,10 @@ class BertTokenizer:
 
     def tokenize_to_ids(self, text: str) -> list[int]:
         """Text -> token ids (tokenize + convert_tokens_to_ids, fused for speed)."""
-        ids = []
+        ids, cache = [], self._cache
         for word in _whitespace_words(text):
-            ids.extend(self._word_ids(word))
+            known = cache.get(word)  # the common case, without a call: words repeat
+            ids.extend(known if known is not None else self._word_ids(word))
         return ids
 
     def tokenize(self, text: str) -> list[str]:
@@ -341,15 +356,3 @@ def _alphabet(word_counts: dict[str, int], room: int, do_lower_case: bool) -> li
     symbols = fixed | set(others)
     return sorted(s for s in symbols if not s.startswith("##")) + sorted(s for s in symbols if s.startswith("##"))
 
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write a text file through a temporary file and a rename: readers see the whole file or none."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import math
 import os
 import signal
 import sys
 import time
+import zipfile
 from dataclasses import asdict
 
 import numpy as np
@@ -33,15 +33,18 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from cli import HelpFormatter, UsageError, run_cli
-from data import SPECIAL_TOKENS, DataError, Prefetcher, PretrainingData, split_document_ids
-from model import (BertConfig, BertForPreTraining, CheckpointError, PRESETS, atomic_write,
-                   pretraining_flops_per_sequence)
-from token_cache import TOO_FEW_DOCUMENTS, default_cache_dir, default_workers, prepare_pretraining_corpus
-from training import (PRECISION_DTYPES, Settings, StopSignal, Timer, autocast_for,
-                      check_precision, find_checkpoint, load_checkpoint, lr_lambda, make_optimizer,
-                      measure_peak_flops, rng_state, save_checkpoint, seed_everything, set_rng_state,
-                      setup_device, sync)
+from checkpoints import (Checkpointer, STEP_FILE, find_checkpoint, load_checkpoint, run_home, set_rng_state,
+                         step_checkpoints)
+from cli import DataError, HelpFormatter, UsageError, run_cli
+from data import Prefetcher, PretrainingData
+from files import RunFolder, atomic_write, check_run_name, remove_stale_temporaries, write_folder
+from model import (BertConfig, BertForPreTraining, CheckpointError, PRESETS, activation_bytes_per_sequence,
+                   first_line, pretraining_flops_per_sequence)
+from token_cache import (TOO_FEW_DOCUMENTS, default_cache_dir, default_workers, prepare_pretraining_corpus,
+                         split_document_ids)
+from training import (PRECISION_DTYPES, Settings, StopSignal, Timer, autocast_for, check_precision,
+                      device_memory, lr_lambda, make_optimizer, measure_peak_flops, seed_everything, setup_device,
+                      sync)
 from visuals import (custom_scalars_layout, log_embeddings, log_eval, log_gradients, log_probes, log_settings,
                      probe_texts)
 
@@ -49,14 +52,14 @@ from visuals import (custom_scalars_layout, log_embeddings, log_eval, log_gradie
 # ----------------------------------------------------------------------------- the training loop
 
 
-def train(s: Settings, resume: Resume | None) -> int:
+def train(s: Settings, resume: Resume | None, run: RunFolder) -> int:
     # --- processes: torchrun sets RANK/WORLD_SIZE; a plain run is rank 0 of 1
     device, rank, world = start_processes(s.device)
     is_main = rank == 0
     check_precision(s.precision, device)
-    run_dir = os.path.join(s.out_dir, s.run_name)
+    run_dir = s.run_dir  # this run's own folder, claimed by main(): nothing is written outside it
     if resume:
-        resume.write_vocab(is_main)
+        resume.write_vocab(s.vocab, is_main)
     seed_everything(s.seed)
 
     # --- data, vocabulary, model, optimizer
@@ -78,19 +81,22 @@ def train(s: Settings, resume: Resume | None) -> int:
     raw_model, core, model = wrap_model(model, s, device)
 
     # --- what the run writes: TensorBoard, checkpoints, log lines; how it stops
-    writer = open_writer(run_dir, s, step, corpus_info) if is_main else None
+    writer = open_writer(run_dir, s, step, corpus_info, run.created, resume) if is_main else None
     batches = Prefetcher(train_data, s.batch_size)  # builds the next batches while the model trains
     checkpoints = Checkpointer(os.path.join(run_dir, "checkpoints"), s.keep_last, is_main, best_valid, {
         "model": raw_model, "optimizer": optimizer, "scaler": scaler, "data": batches, "config": asdict(config),
-        "args": s.as_dict(), "corpus": corpus_info, "vocab": open(vocab_file, encoding="utf-8").read()})
+        "args": s.as_dict(), "corpus": corpus_info, "vocab": open(vocab_file, encoding="utf-8").read()},
+        start=resume.path if resume else None)
     if is_main:
-        print_setup(s, config, raw_model, corpus_info, train_corpus, vocab_file, world, device, run_dir, step)
+        print_setup(s, config, raw_model, corpus_info, train_corpus, vocab_file, world, device, run_dir, step,
+                    resume.path if resume and run.created else None)
     log = TrainLog(writer, s, step, world, pretraining_flops_per_sequence(config, s.seq_len, s.max_predictions),
                    measure_peak_flops(device, PRECISION_DTYPES[s.precision]))  # the bar, after the set-up lines
     stop = StopSignal(announce=is_main)
     stop.install()
     if resume:  # last, so that nothing in the set-up draws from the restored streams
-        set_rng_state(resume.rng(rank))
+        set_rng_state(resume.rng(rank), resume.path)
+    run.keep()  # from here on the folder holds this run's work, whatever happens
     timer, metrics, exit_code = Timer(), {}, 0
     model.train()
     if is_main and s.viz_interval and step == 0:
@@ -135,13 +141,15 @@ def train(s: Settings, resume: Resume | None) -> int:
             path = checkpoints.save_step(step)
         if signum:
             if is_main:
-                print_stopped(signum, step, path, run_dir)
+                print_stopped(signum, step, path)
             exit_code = 128 + signum
             break
 
     batches.close()
     log.close()
     stop.restore()
+    if step == s.steps and exit_code == 0 and not metrics:  # resumed at its last step, killed before its export
+        metrics = evaluate(core, valid_data, eval_start, s, device, autocast, most_frequent)
     if is_main and step == s.steps and exit_code == 0:
         finish_run(s, writer, raw_model, tokenizer, vocab_file, config, metrics, run_dir, world, timer, log.t_start)
     if writer:
@@ -181,49 +189,6 @@ def forward_backward(model, micro: list[dict], scaler, autocast, no_nsp: bool) -
 
 
 # ----------------------------------------------------------------------------- the pieces the loop calls
-
-
-class Checkpointer:
-    """The run's checkpoints and the rules for keeping them: step_N.pt at every --save-interval, at the
-    end and on a stop signal (the last --keep-last are kept), and best.pt whenever the valid loss improves.
-    `parts` are what a checkpoint holds: objects with a state_dict() (model, optimizer, scaler, data
-    stream) and plain values (config, settings, corpus, vocabulary). Saving is a collective under DDP
-    (every process's RNG streams are gathered): every rank calls it, the first writes."""
-
-    def __init__(self, folder: str, keep_last: int, write: bool, best_valid: float, parts: dict):
-        self.folder, self.keep_last, self.write = folder, keep_last, write
-        self.best_valid, self.parts = best_valid, parts
-        if write:
-            os.makedirs(folder, exist_ok=True)
-
-    def improves(self, valid_loss: float) -> bool:
-        if valid_loss < self.best_valid:
-            self.best_valid = valid_loss
-            return True
-        return False
-
-    def state(self, step: int) -> dict:
-        rng = rng_state()
-        if dist.is_initialized():  # every rank's dropout stream, so a resumed run continues each one
-            gathered = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, rng)
-            rng = gathered
-        parts = {k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in self.parts.items()}
-        return {**parts, "step": step, "rng": rng, "best_valid_loss": self.best_valid}
-
-    def save(self, name: str, step: int) -> str:
-        state = self.state(step)
-        path = os.path.join(self.folder, name)
-        if self.write:
-            save_checkpoint(path, state)
-        return path
-
-    def save_step(self, step: int) -> str:
-        path = self.save(f"step_{step:07d}.pt", step)
-        if self.write:
-            for old in sorted(glob.glob(os.path.join(self.folder, "step_*.pt")))[:-self.keep_last]:
-                os.remove(old)
-        return path
 
 
 class TrainLog:
@@ -337,9 +302,9 @@ def print_non_finite(loss: float, step: int, folder: str, is_main: bool) -> int:
     return 3
 
 
-def print_stopped(signum: int, step: int, path: str, run_dir: str) -> None:
+def print_stopped(signum: int, step: int, path: str) -> None:
     print(f"\n{signal.Signals(signum).name}: stopped at step {step}; checkpoint saved to {path}\n"
-          f"resume with: python {os.path.relpath(__file__)} --resume {run_dir}", file=sys.stderr)
+          f"resume with: python {os.path.relpath(__file__)} --resume {path}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -362,20 +327,43 @@ def is_local_main() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
+_CONFIG_FLAGS = {"hidden_size": "--hidden", "intermediate_size": "--hidden", "num_hidden_layers": "--layers",
+                 "num_attention_heads": "--heads", "max_position_embeddings": "--seq-len", "vocab_size": "--vocab-size"}
+
+
 def build_config(s, vocab_size: int) -> BertConfig:
     config = BertConfig.from_preset(s.config, vocab_size=vocab_size, hidden_dropout_prob=s.dropout,
                                     attention_probs_dropout_prob=s.dropout,
                                     max_position_embeddings=max(512, s.seq_len))
-    if s.layers:
+    if s.layers is not None:
         config.num_hidden_layers = s.layers
-    if s.hidden:
+    if s.hidden is not None:
         config.hidden_size, config.intermediate_size = s.hidden, 4 * s.hidden
-    if s.heads:
+    if s.heads is not None:
         config.num_attention_heads = s.heads
     try:
         return BertConfig(**asdict(config))  # re-validate the overridden sizes
     except ValueError as e:
-        raise UsageError(f"--hidden/--heads: {e}") from None
+        flag = next((f for field, f in _CONFIG_FLAGS.items() if str(e).startswith(field)), "--hidden/--heads")
+        raise UsageError(f"{flag}: {e}") from None
+
+
+def check_memory(s: Settings, vocab_size: int) -> None:
+    """The model's training state (weights, gradients, Adam's moments: 16 bytes a parameter) and a lower bound
+    of one micro-batch's activations, against the memory of the device: a typo in --hidden, --layers or
+    --batch-size is one line before anything is read or written, not an allocation failure minutes later."""
+    config = build_config(s, vocab_size)
+    device = setup_device(s.device)
+    available = device_memory(device)
+    try:
+        config.check_memory(16, available)
+    except ValueError as e:
+        raise UsageError(f"--config/--layers/--hidden: {e}") from None
+    need = config.num_parameters() * 16 + s.batch_size * activation_bytes_per_sequence(config, s.seq_len)
+    if available and need > available:
+        raise UsageError(f"--batch-size {s.batch_size} x --seq-len {s.seq_len}: a step of this model needs at least "
+                         f"{need / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB of {device}; use a "
+                         "smaller --batch-size (and --grad-accum for the same batch)")
 
 
 def prepare_data(s, is_main: bool) -> tuple:
@@ -432,23 +420,24 @@ def wrap_model(model, s: Settings, device: torch.device) -> tuple:
     return model, core, ddp
 
 
-def open_writer(run_dir: str, s: Settings, step: int, corpus_info: dict):
-    """The run's TensorBoard writer; a new run also records its settings and corpus."""
+def open_writer(run_dir: str, s: Settings, step: int, corpus_info: dict, fresh: bool, resume: Resume | None):
+    """The run's TensorBoard writer; a new folder also records the settings and corpus (and, for a branch,
+    the checkpoint it continues)."""
     from tensorboardX import SummaryWriter
-    os.makedirs(run_dir, exist_ok=True)
     # purge_step drops events a crashed run wrote after its last checkpoint.
-    writer = SummaryWriter(run_dir, purge_step=step + 1 if step else None)
-    if not step:
+    writer = SummaryWriter(run_dir, purge_step=step + 1 if step and not fresh else None)
+    if fresh:
         writer.add_custom_scalars(custom_scalars_layout())
         log_settings(writer, s.as_dict())
-        writer.add_text("Run/corpus", "    " + json.dumps(corpus_info, indent=1).replace("\n", "\n    "), 0)
-        with open(os.path.join(run_dir, "corpus.json"), "w") as f:
-            json.dump(corpus_info, f, indent=1)
+        writer.add_text("Run/corpus", "    " + json.dumps(corpus_info, indent=1).replace("\n", "\n    "), step)
+        if resume:
+            writer.add_text("Run/branched_from", f"{resume.path} (step {step})", step)
+        atomic_write(os.path.join(run_dir, "corpus.json"), lambda f: f.write(json.dumps(corpus_info, indent=1).encode()))
     return writer
 
 
 def print_setup(s: Settings, config, model, corpus_info: dict, train_corpus, vocab_file: str, world: int,
-                device, run_dir: str, step: int) -> None:
+                device, run_dir: str, step: int, branched_from: str | None) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     sequences = s.batch_size * s.grad_accum * world
     print(f"model: {s.config} ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
@@ -458,7 +447,8 @@ def print_setup(s: Settings, config, model, corpus_info: dict, train_corpus, voc
     print(f"batch: {s.batch_size} x {s.grad_accum} accum x {world} processes = {sequences} sequences "
           f"({sequences * s.seq_len:,} tokens) per step; device {device}, {s.precision}"
           + (", compiled" if s.compile else ""))
-    print(f"logs: {run_dir}" + (f" (resuming at step {step})" if step else ""))
+    print(f"logs: {run_dir}" + (f" (branched from {branched_from} at step {step})" if branched_from
+                                else f" (resuming at step {step})" if step else ""))
 
 
 def finish_run(s: Settings, writer, model, tokenizer, vocab_file: str, config, metrics: dict, run_dir: str,
@@ -466,10 +456,12 @@ def finish_run(s: Settings, writer, model, tokenizer, vocab_file: str, config, m
     """The end of a completed run: the Hugging Face export, the hparams table, the embedding projector
     and the summary."""
     export_dir = os.path.join(run_dir, "final")
-    model.save_pretrained(export_dir, vocab_file=vocab_file)
-    atomic_write(os.path.join(export_dir, "tokenizer_config.json"),
-                 lambda f: f.write(json.dumps({"do_lower_case": not s.cased, "tokenizer_class": "BertTokenizer",
-                                               "model_max_length": s.seq_len}).encode()))
+    settings = json.dumps({"do_lower_case": not s.cased, "tokenizer_class": "BertTokenizer", "model_max_length": s.seq_len})
+
+    def export(folder: str) -> None:
+        model.save_pretrained(folder, vocab_file=vocab_file)
+        atomic_write(os.path.join(folder, "tokenizer_config.json"), lambda f: f.write(settings.encode()))
+    write_folder(export_dir, export)  # whole or absent: finetune_cls.py may pick it up at any moment
     writer.add_hparams({"config": s.config, "lr": s.lr, "batch": s.batch_size * s.grad_accum * world,
                         "seq_len": s.seq_len, "steps": s.steps, "warmup": s.warmup, "decay": s.decay,
                         "vocab_size": config.vocab_size, "nsp": not s.no_nsp, "wwm": s.whole_word_masking,
@@ -505,78 +497,188 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for action in given._actions:
         action.default = argparse.SUPPRESS
     args.given = set(vars(given.parse_args(argv)))
-    for name, low, high in (("dropout", 0, 1), ("mask_prob", 0, 1), ("short_seq_prob", 0, 1)):
-        value = getattr(args, name)
-        if not low <= value < high or (name == "mask_prob" and value == 0):
-            p.error(f"--{name.replace('_', '-')} must be in [{low}, {high}), got {value}")
     if args.max_predictions is None:
         args.max_predictions = math.ceil(args.mask_prob * args.seq_len)
-    for name in ("steps", "batch_size", "grad_accum", "seq_len", "max_predictions", "log_interval",
-                 "eval_interval", "eval_batches", "save_interval", "keep_last", "vocab_size", "workers",
-                 "vocab_sample", "shuffle_buffer"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not 0 < args.valid_fraction < 1:
-        p.error(f"--valid-fraction must be between 0 and 1, got {args.valid_fraction}")
-    if args.viz_interval < 0 or args.lr <= 0 or args.warmup < 0:
-        p.error("--viz-interval, --lr and --warmup must not be negative (and --lr not zero)")
-    if not 0 < args.decay <= 1:
-        p.error(f"--decay must be in (0, 1], got {args.decay}")
+    problem = settings_problem(vars(args))
+    if args.run_name is not None:
+        try:
+            check_run_name(args.run_name)
+        except UsageError as e:
+            problem = problem or str(e)
+    if problem:
+        p.error(problem)
     return args
 
 
-def resolve_settings(args: argparse.Namespace, resume: Resume | None) -> Settings:
-    """The flags (and, on resume, the run's own settings) resolved once: the run name, the vocabulary of
-    a resumed run, and the warmup as a number of steps, so that more --steps later do not stretch it."""
+_POSITIVE = ("steps", "batch_size", "grad_accum", "seq_len", "max_predictions", "log_interval", "eval_interval",
+             "eval_batches", "save_interval", "keep_last", "vocab_size", "workers", "vocab_sample", "shuffle_buffer")
+
+
+def settings_problem(v: dict) -> str | None:
+    """What is wrong with a run's settings, as the flag would say it (None: nothing). The flags are checked
+    with it, and so are the settings a resumed checkpoint brings."""
+    for action in build_parser()._actions:  # types first: a checkpoint's settings may be anything
+        value, flag = v.get(action.dest), (action.option_strings or [action.dest])[-1]
+        if value is None or action.dest == "help":
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif action.nargs == "+":
+            ok, kind = isinstance(value, list) and all(isinstance(x, str) for x in value), "a list of paths"
+        elif action.type in (int, float):
+            ok = isinstance(value, int if action.type is int else (int, float)) and not isinstance(value, bool)
+            kind = "a whole number" if action.type is int else "a number"
+        else:
+            ok, kind = isinstance(value, str), "text"
+        if not ok:
+            return f"{flag} must be {kind}, got {value!r}"
+        if action.choices and value not in action.choices:
+            return f"{flag} must be one of {', '.join(action.choices)}, got {value!r}"
+    for name, low, high in (("dropout", 0, 1), ("mask_prob", 0, 1), ("short_seq_prob", 0, 1)):
+        if not low <= v[name] < high or (name == "mask_prob" and v[name] == 0):
+            return f"--{name.replace('_', '-')} must be in [{low}, {high}), got {v[name]}"
+    for name in _POSITIVE:
+        if v[name] <= 0:
+            return f"--{name.replace('_', '-')} must be positive, got {v[name]}"
+    if not 0 < v["valid_fraction"] < 1:
+        return f"--valid-fraction must be between 0 and 1, got {v['valid_fraction']}"
+    if v["viz_interval"] < 0 or v["lr"] <= 0 or v["warmup"] < 0:
+        return "--viz-interval, --lr and --warmup must not be negative (and --lr not zero)"
+    if not 0 < v["decay"] <= 1:
+        return f"--decay must be in (0, 1], got {v['decay']}"
+    return None
+
+
+def resolve_settings(args: argparse.Namespace, resume: Resume | None, run_dir: str | None = None) -> Settings:
+    """The flags (and, on resume, the run's own settings) resolved once: the run's folder (run_dir, once
+    main() has claimed it), the vocabulary of a resumed run, and the warmup as a number of steps, so that
+    more --steps later do not stretch it."""
     values = {k: v for k, v in vars(args).items() if k != "given"}
     if resume:
         values = resume.settings(values, args.given)
-    values["run_name"] = values["run_name"] or time.strftime("%Y%m%d-%H%M%S-") + values["config"]
+    if run_dir is None:
+        home = resume.continues_in(values["out_dir"], values["run_name"]) if resume else None
+        run_dir = home or os.path.join(values["out_dir"], values["run_name"] or default_run_name(values["config"]))
+    values.update(run_dir=run_dir, out_dir=os.path.dirname(run_dir), run_name=os.path.basename(run_dir))
+    if resume and "vocab" not in args.given:  # the vocabulary the run was trained with, from its checkpoint
+        values["vocab"] = os.path.join(run_dir, "vocab.txt")
     warmup, steps = values["warmup"], values["steps"]
     values["warmup"] = int(warmup * steps) if warmup < 1 else int(warmup)
     return Settings(**values)
 
 
+def default_run_name(config: str) -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + config
+
+
+def claim_run_folder(s: Settings, resume: Resume | None, numbered: bool) -> RunFolder:
+    """The run's folder, held for the run: a new run (or a branch of a resumed one) creates its own, which
+    must not exist; a resumed run reopens the folder of its checkpoint (never the one its settings name).
+    Under torchrun the first process claims it; the others only write where it tells them."""
+    if int(os.environ.get("RANK", 0)) != 0:
+        return RunFolder(s.run_dir, created=False)
+    if resume and resume.continues_in(s.out_dir, s.run_name):
+        run = RunFolder.open(s.run_dir)
+        resume.check_line()  # under the lock: no other process adds checkpoints meanwhile
+        for folder in (s.run_dir, os.path.join(s.run_dir, "checkpoints")):
+            for path in remove_stale_temporaries(folder):  # a killed process's half-written files
+                print(f"removed {path}, left half-written by a process that was killed", file=sys.stderr)
+        return run
+    return RunFolder.create(s.out_dir, s.run_name, numbered)
+
+
 class Resume:
     """Everything --resume means, in one place: the run's own settings, except the flags given now (more
-    --steps, another --device, a new --lr); the vocabulary it was trained with; its model, optimizer,
-    scaler, data position, step, best valid loss and every process's RNG streams."""
+    --steps, another --device, a new --lr) and its paths (a checkpoint says what was trained, never where
+    to write: the folder is the one the checkpoint is in, or a new one); the vocabulary it was trained with;
+    its model, optimizer, scaler, data position, step, best valid loss and every process's RNG streams."""
+
+    # Paths are never taken from a checkpoint: a copied folder, or someone else's file, must not write
+    # where its settings point. (--data is read, not written: it is kept, and shown.)
+    NOT_FROM_CHECKPOINT = ("out_dir", "run_name", "run_dir", "cache_dir", "vocab", "resume")
 
     def __init__(self, path: str):
         self.path = find_checkpoint(path)
         self.state = load_checkpoint(self.path)
+        self.step = self.state["step"]
+        self.home = run_home(self.path)  # the run folder it is in; None for a loose file
 
     def settings(self, flags: dict, given: set[str]) -> dict:
-        saved = {"decay": 1.0, **self.state["args"]}  # runs from before --decay decayed as BERT
+        saved = {k: v for k, v in self.state["args"].items() if k in flags and k not in self.NOT_FROM_CHECKPOINT}
+        saved.setdefault("decay", 1.0)  # runs from before --decay decayed as BERT
         values = {**flags, **saved, **{k: flags[k] for k in given}}
-        self.vocab_to_write = None
-        if not values["vocab"]:  # the vocabulary the run was trained with, whatever the cache holds now
-            values["vocab"] = self.vocab_to_write = os.path.join(values["out_dir"], values["run_name"], "vocab.txt")
+        self.vocab_from_checkpoint = "vocab" not in given
+        problem = settings_problem(values)
+        if problem:
+            raise CheckpointError(f"{self.path}: its settings are not valid ({problem})")
         return values
 
-    def write_vocab(self, is_main: bool) -> None:
-        """The checkpoint's vocabulary, into the run folder, unless --vocab names one (it is checked)."""
-        if self.vocab_to_write and is_main:
-            os.makedirs(os.path.dirname(self.vocab_to_write), exist_ok=True)
-            atomic_write(self.vocab_to_write, lambda f: f.write(self.state["vocab"].encode()))
-        if self.vocab_to_write and dist.is_initialized():
+    def continues_in(self, out_dir: str, run_name: str | None) -> str | None:
+        """The run folder this resume continues in: the checkpoint's own, unless --run-name names another
+        (a branch, into a new folder). None: a new folder."""
+        if self.home and (run_name is None or os.path.abspath(os.path.join(out_dir, run_name)) == self.home):
+            return self.home
+        return None
+
+    def check_line(self) -> None:
+        """Continuing in the checkpoint's own folder must not mix two lines of training: refused from a file
+        that is not the run's newest step checkpoint, with the way to branch instead."""
+        branch = f"--resume {self.path} --run-name NEW_NAME"
+        if not STEP_FILE.fullmatch(os.path.basename(self.path)):
+            raise UsageError(f"--resume {self.path}: a run continues in its folder from its newest step_N.pt; to "
+                             f"train on from this one, branch into a new run folder: {branch}")
+        # A later file cut short (a full disk, a copy) is no line to keep: the resumed run writes it anew.
+        later = [p for step, p in step_checkpoints(os.path.dirname(self.path)) if step > self.step and zipfile.is_zipfile(p)]
+        if later:
+            raise UsageError(f"--resume {self.path}: {self.home} has later checkpoints ({os.path.basename(later[-1])}): "
+                             f"training on from step {self.step} in it would mix two lines of training. Branch into a "
+                             f"new run folder: {branch}; or move the later ones out of {os.path.dirname(self.path)}")
+
+    def finished(self, s: Settings, say: bool) -> bool:
+        """True when there is nothing to train (said, nothing touched). --steps below the checkpoint's step is
+        a usage error. A run at its last step without its final/ export (killed while exporting) is not
+        finished: resuming it exports."""
+        if s.steps < self.step:
+            raise UsageError(f"--steps {s.steps} is below step {self.step} of {self.path}: a run does not go back; "
+                             "give more --steps (or none, to finish its own)")
+        in_place = self.continues_in(s.out_dir, s.run_name)
+        if s.steps > self.step or (in_place and not os.path.isfile(os.path.join(s.run_dir, "final", "config.json"))):
+            return False
+        if say:
+            export = f"; its model is {os.path.join(s.run_dir, 'final')}" if in_place else ""
+            print(f"{self.path}: the run is finished at step {self.step} of {s.steps}{export}. Nothing was changed; "
+                  f"give --steps above {self.step} to train further")
+        return True
+
+    def write_vocab(self, vocab_file: str, is_main: bool) -> None:
+        """The checkpoint's vocabulary, into the run folder, unless --vocab names one (restore() checks it)."""
+        if self.vocab_from_checkpoint and is_main:
+            atomic_write(vocab_file, lambda f: f.write(self.state["vocab"].encode()))
+        if self.vocab_from_checkpoint and dist.is_initialized():
             dist.barrier()
 
     def restore(self, model, optimizer, scaler, data, vocab_file: str, s: Settings) -> tuple[int, float]:
         """Loads the states into the run's objects; returns (step, best valid loss)."""
         if self.state["vocab"] != open(vocab_file, encoding="utf-8").read():
-            raise CheckpointError(f"{s.resume}: the checkpoint's vocabulary differs from {vocab_file}")
-        model.load_state_dict(self.state["model"])
-        optimizer.load_state_dict(self.state["optimizer"])
+            raise CheckpointError(f"{self.path}: the checkpoint's vocabulary differs from {vocab_file}")
+        try:
+            model.load_state_dict(self.state["model"])
+            optimizer.load_state_dict(self.state["optimizer"])
+            scaler.load_state_dict(self.state["scaler"])
+            data.load_state_dict(self.state["data"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            raise CheckpointError(f"{self.path}: does not fit the model and data its settings describe "
+                                  f"({first_line(e)})") from None
         for group in optimizer.param_groups:  # the saved ones, unless --lr / --weight-decay are given now
             group["initial_lr"] = s.lr
         optimizer.param_groups[0]["weight_decay"] = s.weight_decay  # group 1 (1-d parameters) has none
-        scaler.load_state_dict(self.state["scaler"])
-        data.load_state_dict(self.state["data"])
-        return self.state["step"], self.state["best_valid_loss"]
+        return self.step, self.state["best_valid_loss"]
 
     def rng(self, rank: int) -> dict:
         rng = self.state["rng"]
+        if isinstance(rng, list) and not 0 <= rank < len(rng):
+            raise CheckpointError(f"{self.path}: saved by {len(rng)} processes, resumed by more; resume with "
+                                  f"--nproc_per_node {len(rng)}")
         return rng[rank] if isinstance(rng, list) else rng
 
 
@@ -586,9 +688,15 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         resume = Resume(args.resume) if args.resume else None
         s = resolve_settings(args, resume)
-        build_config(s, vocab_size=len(SPECIAL_TOKENS))  # a bad model shape is said before any data is read
-        return train(s, resume)
-    return run_cli(command, bad_input=(DataError, CheckpointError))
+        vocab_size = resume.state["config"].get("vocab_size", s.vocab_size) if resume else s.vocab_size
+        check_memory(s, vocab_size if isinstance(vocab_size, int) else s.vocab_size)  # before anything is read
+        if resume and resume.finished(s, say=int(os.environ.get("RANK", 0)) == 0):
+            return 0
+        with claim_run_folder(s, resume, numbered="run_name" not in args.given) as run:  # a failed start removes a folder it created
+            if run.path != s.run_dir:  # a generated name another run took first: numbered
+                s = resolve_settings(args, resume, run.path)
+            return train(s, resume, run)
+    return run_cli(command, bad_input=(DataError, CheckpointError), sigterm=True)
 
 
 # ----------------------------------------------------------------------------- the command line

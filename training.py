@@ -1,6 +1,7 @@
 """
-The training utilities both scripts share: settings, run folders, device and precision, optimizer and
-schedule, RNG state, checkpoint files, stop signals and FLOP measurement.
+The training utilities both scripts share: settings, device, its memory and precision, optimizer and
+schedule, seeding, stop signals and FLOP measurement. (Run folders are in files.py, train_mlm.py's
+checkpoints in checkpoints.py.)
 
 train_mlm.py and finetune_cls.py are entry points; they import from here (and from model.py, data.py),
 never from each other.
@@ -9,8 +10,6 @@ never from each other.
 from __future__ import annotations
 
 import contextlib
-import glob
-import io
 import math
 import os
 import random
@@ -23,12 +22,12 @@ import torch
 import torch.distributed as dist
 
 from cli import Terminated, UsageError
-from model import CheckpointError, atomic_write
+from model import physical_memory
 
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-# ----------------------------------------------------------------------------- settings and run folders
+# ----------------------------------------------------------------------------- settings
 
 
 class Settings:
@@ -43,18 +42,6 @@ class Settings:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def new_run_dir(out_dir: str, run_name: str | None, default_name: str) -> str:
-    """runs/<run_name>, which must not exist, or runs/<default_name> with a counter when two runs start
-    in the same second. Nothing is created."""
-    if run_name:
-        run_dir = os.path.join(out_dir, run_name)
-        if os.path.exists(run_dir):
-            raise UsageError(f"{run_dir} exists; choose another --run-name (nothing was overwritten)")
-        return run_dir
-    base = os.path.join(out_dir, default_name)
-    return next(d for d in (base if i == 0 else f"{base}-{i}" for i in range(1000)) if not os.path.exists(d))
 
 
 # ----------------------------------------------------------------------------- device, precision, optimizer
@@ -75,6 +62,13 @@ def setup_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"--device {name}: MPS is not available on this machine")
     return device
+
+
+def device_memory(device: torch.device) -> int | None:
+    """The memory a model and its batches have on this device, in bytes: the GPU's, else the machine's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return physical_memory()
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -146,54 +140,13 @@ class Timer:
         self.seconds[name] += time.perf_counter() - t0
 
 
-# ----------------------------------------------------------------------------- RNG state and checkpoint files
+# ----------------------------------------------------------------------------- seeding
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: str, state: dict) -> None:
-    """Serialised in memory, then written atomically: a crash leaves the old file or the new, never half."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write(path, lambda f: f.write(buf.getbuffer()))
-
-
-def find_checkpoint(path: str) -> str:
-    """--resume PATH: a checkpoint file, or a run folder (its newest checkpoints/step_*.pt)."""
-    if os.path.isfile(path):
-        return path
-    files = sorted(glob.glob(os.path.join(path, "checkpoints", "step_*.pt")))
-    if not files:
-        raise UsageError(f"--resume {path}: no checkpoint file, and no checkpoints/step_*.pt in that folder")
-    return files[-1]
-
-
-def load_checkpoint(path: str) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated or foreign file: name it, and the older checkpoints beside it
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        older = [p for p in sorted(glob.glob(os.path.join(os.path.dirname(path), "step_*.pt")))
-                 if os.path.basename(p) < os.path.basename(path)]
-        hint = f"; resume from an older one: --resume {older[-1]}" if older else ""
-        raise CheckpointError(f"{path}: cannot read checkpoint ({reason}){hint}") from None
 
 
 # ----------------------------------------------------------------------------- stop signals

@@ -63,7 +63,7 @@ def toy_rows(n, seed):
 
 def write_vocab(path):
     chars = "abcdefghijklmnopqrstuvwxyz"
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars), *WORDS]
+    tokens = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars), *WORDS]))
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(tokens) + "\n")
     return len(tokens)
