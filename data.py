@@ -393,17 +393,14 @@ def _rows(path: str, text: str) -> Iterator[tuple[int, dict]]:
     csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(io.StringIO(text, newline=""), **({"delimiter": "\t", "quoting": csv.QUOTE_NONE}
                                                         if ext == ".tsv" else {}))
-    try:
-        header = next(reader)
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{path}:{reader.line_num}: expected {len(header)} columns ({', '.join(header)}), "
-                                f"got {len(row)}")
-            yield reader.line_num, dict(zip(header, row))
-    except csv.Error as e:
-        raise DataError(f"{path}:{reader.line_num}: not readable as {ext[1:].upper()} ({e})") from None
+    header = next(reader)
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}:{reader.line_num}: expected {len(header)} columns ({', '.join(header)}), "
+                            f"got {len(row)}")
+        yield reader.line_num, dict(zip(header, row))
 
 
 def read_classification_file(path: str, text_columns: list[str] | None = None,

@@ -579,7 +579,11 @@ def claim_run_folder(s: Settings, resume: Resume | None, numbered: bool) -> RunF
         return RunFolder(s.run_dir, created=False)
     if resume and resume.continues_in(s.out_dir, s.run_name):
         run = RunFolder.open(s.run_dir)
-        resume.check_line()  # under the lock: no other process adds checkpoints meanwhile
+        try:
+            resume.check_line()  # under the lock: no other process adds checkpoints meanwhile
+        except BaseException:
+            run.release()
+            raise
         for folder in (s.run_dir, os.path.join(s.run_dir, "checkpoints")):
             for path in remove_stale_temporaries(folder):  # a killed process's half-written files
                 print(f"removed {path}, left half-written by a process that was killed", file=sys.stderr)
@@ -593,8 +597,9 @@ class Resume:
     to write: the folder is the one the checkpoint is in, or a new one); the vocabulary it was trained with;
     its model, optimizer, scaler, data position, step, best valid loss and every process's RNG streams."""
 
-    # Paths are never taken from a checkpoint: a copied folder, or someone else's file, must not write
-    # where its settings point. (--data is read, not written: it is kept, and shown.)
+    # Paths are not taken from a checkpoint: a copied folder, or someone else's file, must not write where
+    # its settings point. --data is read, not written: it is kept (and shown). The cache folder is kept only
+    # where it already holds this run's prepared corpus (see cache_dir()).
     NOT_FROM_CHECKPOINT = ("out_dir", "run_name", "run_dir", "cache_dir", "vocab", "resume")
 
     def __init__(self, path: str):
@@ -607,11 +612,27 @@ class Resume:
         saved = {k: v for k, v in self.state["args"].items() if k in flags and k not in self.NOT_FROM_CHECKPOINT}
         saved.setdefault("decay", 1.0)  # runs from before --decay decayed as BERT
         values = {**flags, **saved, **{k: flags[k] for k in given}}
+        if "cache_dir" not in given:
+            values["cache_dir"] = self.cache_dir() or flags["cache_dir"]
         self.vocab_from_checkpoint = "vocab" not in given
         problem = settings_problem(values)
         if problem:
             raise CheckpointError(f"{self.path}: its settings are not valid ({problem})")
         return values
+
+    def cache_dir(self) -> str | None:
+        """The checkpoint's --cache-dir, if its prepared corpus is there: a folder that is a corpus cache of
+        this project already, where resuming reads that corpus (and a hostile checkpoint cannot make a cache
+        appear in a folder of its choosing). None: the flag's (or default) cache folder."""
+        corpus = self.state.get("corpus")
+        cache, prepared = self.state["args"].get("cache_dir"), corpus.get("cache") if isinstance(corpus, dict) else None
+        if not isinstance(cache, str) or not isinstance(prepared, str):
+            return None
+        inside = os.path.dirname(os.path.abspath(prepared)) == os.path.abspath(cache)
+        if inside and os.path.basename(prepared).startswith("corpus-") and \
+                os.path.isfile(os.path.join(prepared, "meta.json")):
+            return cache
+        return None
 
     def continues_in(self, out_dir: str, run_name: str | None) -> str | None:
         """The run folder this resume continues in: the checkpoint's own, unless --run-name names another

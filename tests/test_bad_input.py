@@ -7,10 +7,21 @@ import gzip
 import os
 
 import pytest
+import torch
 
 import prepare_data
 import train_mlm
 from tokenization import train_wordpiece_vocab
+
+class Payload:
+    """Unpickled, it would call exec: a checkpoint that is a program."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
 
 GOOD = "".join(f"Sentence number {i} is here.\nAnother one follows it.\n\n" for i in range(30))
 
@@ -24,6 +35,9 @@ def files(tmp_path_factory):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
         return str(path)
+    def save(name, obj):
+        torch.save(obj, d / name)
+        return str(d / name)
     vocab = str(d / "vocab.txt")
     train_wordpiece_vocab([GOOD], 200, vocab)
     (d / "nocorpus").mkdir()
@@ -40,6 +54,9 @@ def files(tmp_path_factory):
         "badgz": put("bad.txt.gz", gzip.compress(GOOD.encode())[:-20]),
         "nospecial": put("nospecial.txt", "a\nb\nc\n"),
         "truncated": put("runs/old/checkpoints/step_0000002.pt", b"\x80\x02not a checkpoint"),
+        "dupvocab": put("dup.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nword\nword\n"),
+        "otherdict": save("other.pt", {"weights": torch.zeros(2), "note": "not a train_mlm.py checkpoint"}),
+        "payload": save("payload.pt", Payload(str(d / "payload-ran"))),
         "pattern": str(d / "*.none"),
         "file_as_dir": put("plain.txt", "A file, not a folder.\n"),
     }
@@ -61,6 +78,15 @@ TRAIN_CASES = [  # (flags, exit code, what the line must name)
     (["--vocab", "{nospecial}"], 1, "lacks the special token"),
     (["--resume", "{nocorpus}"], 2, "no checkpoint file"),
     (["--resume", "{truncated}"], 1, "step_0000002.pt: cannot read checkpoint"),
+    (["--resume", "{otherdict}"], 1, "other.pt: not a train_mlm.py checkpoint (it has no model"),
+    (["--resume", "{payload}"], 1, "payload.pt: refused, not a checkpoint of this project"),
+    (["--vocab", "{dupvocab}"], 1, "dup.txt:7: the token 'word' again (first on line 6)"),
+    (["--hidden", "1000000000"], 2, "--hidden: hidden_size is 1000000000"),
+    (["--layers", "1000000000"], 2, "--layers: num_hidden_layers is 1000000000"),
+    (["--heads", "0"], 2, "--heads: num_attention_heads is 0"),
+    (["--layers", "1000", "--hidden", "65536", "--heads", "1"], 2, "GiB, more than the"),
+    (["--batch-size", "1000000000"], 2, "--batch-size 1000000000 x --seq-len 64: a step of this model needs"),
+    (["--run-name", "../x"], 2, "a run name is one folder name"),
     (["--cache-dir", "{file_as_dir}/cache"], 1, "while writing the vocabulary"),
 ]
 
@@ -90,7 +116,8 @@ def test_train_mlm_bad_input(files, tmp_path, capsys, flags, expected_code, frag
     except SystemExit as e:  # argparse's usage errors
         code = e.code
     check(capsys, code, expected_code, fragment, tmp_path)
-    assert not (tmp_path / "runs2" / "bad").exists()
+    assert not (tmp_path / "runs2" / "bad").exists() and not (tmp_path / "x").exists()
+    assert not os.path.exists(os.path.join(os.path.dirname(files["good"]), "payload-ran"))
 
 
 PREPARE_CASES = [
@@ -98,6 +125,7 @@ PREPARE_CASES = [
     (["--data", "{missing}"], 1, "missing.txt: no such file"), (["--data", "{latin1}"], 1, "latin1.txt:91"),
     (["--data", "{badjson}"], 1, "bad.jsonl:2: bad JSON"), (["--data", "{nopunct}"], 1, "no sentence punctuation"),
     (["--data", "{good}", "--vocab", "{nospecial}"], 1, "lacks the special token"),
+    (["--data", "{good}", "--vocab", "{dupvocab}"], 1, "dup.txt:7: the token 'word' again"),
 ]
 
 

@@ -56,12 +56,22 @@ def test_read_formats(tmp_path):
     ("ambiguous.tsv", "a\tb\tc\tlabel\n1\t2\t3\t0\n", r"ambiguous.tsv: cannot tell which columns"),
     ("utf.tsv", b"sentence\tlabel\nok\t1\nbad \xff\t0\n", r"utf.tsv:3: not valid UTF-8"),
     ("data.txt", "sentence\tlabel\n", r"data.txt: unknown format"),
+    ("binary.tsv", b"sentence\tlabel\nok\t1\n\x00\x00\t0\n", r"binary.tsv:3: a binary file"),
 ])
 def test_read_errors(tmp_path, name, content, message):
     path = os.path.join(tmp_path, name) if content is None else write(tmp_path, name, content)
     with pytest.raises(data.DataError, match=message) as e:
         data.read_classification_file(path)
     assert "\n" not in str(e.value) and name in str(e.value)
+
+
+@pytest.mark.parametrize("name, sep", [("long.tsv", "\t"), ("long.csv", ",")])
+def test_a_field_longer_than_csvs_own_limit_is_read(tmp_path, name, sep):
+    """csv refuses fields over 128 KB by default; a review or an article can be longer."""
+    long = "word " * 40_000  # 200 KB
+    path = write(tmp_path, name, f"text{sep}label\nshort{sep}a\n{long}{sep}b\n")
+    examples = data.read_classification_file(path)
+    assert [e.label for e in examples] == ["a", "b"] and examples[1].text_a == long
 
 
 def test_label_map(tmp_path):

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import finetune_cls
+import pretrained
 import tasks
 from finetune_cls import classification_metrics, confusion_matrix, main
 from visuals import confusion_image
@@ -369,6 +371,19 @@ def test_glue_downloads_once_verifies_and_uses_official_splits(env, glue_server,
     assert os.listdir(tmp_path / "cache" / "glue") == ["SST-2"]  # no temp files left
 
 
+def test_a_half_filled_glue_cache_is_repaired(env, glue_server, capsys):
+    tmp_path, _, flags = env
+    url, sha, requests = glue_server
+    cached = tmp_path / "cache" / "glue" / "SST-2"
+    cached.mkdir(parents=True)
+    (cached / "train.tsv").write_text("sentence\tlabel\nleft by an interrupted copy\t1\n")
+    assert main(["--task", "sst2", "--glue-url", url, "--glue-sha256", sha, *flags]) == 0
+    assert "incomplete (no dev.tsv); downloading the task again" in capsys.readouterr().err
+    assert requests == ["/SST-2.zip"] and sorted(os.listdir(cached)) == ["dev.tsv", "train.tsv"]
+    assert "left by an interrupted copy" not in (cached / "train.tsv").read_text()
+    assert os.listdir(tmp_path / "cache" / "glue") == ["SST-2"]
+
+
 def test_glue_checksum_mismatch_caches_nothing(env, glue_server, capsys):
     tmp_path, _, flags = env
     url, sha, requests = glue_server
@@ -462,7 +477,32 @@ def bad_inputs(tmp_path, files):
     (tmp_path / "runs" / "cls-mine").mkdir()
     (tmp_path / "runs" / "cls-mine" / "keep.txt").write_text("precious")
     (tmp_path / "nothing").mkdir()
-    return dict(files, tmp=str(tmp_path), empty=empty, unseen=unseen, nolabel=nolabel, bad=str(bad))
+    folders = {}
+    for name, change in (("huge_hidden", {"hidden_size": 10 ** 9}), ("huge_layers", {"num_hidden_layers": 10 ** 9}),
+                         ("no_heads", {"num_attention_heads": 0}), ("too_big", {"hidden_size": 65536, "num_hidden_layers": 1000, "num_attention_heads": 1}),
+                         ("list_config", None), ("bad_tokenizer", {}), ("payload", {}), ("classifier", {})):
+        folder = tmp_path / name
+        shutil.copytree(tmp_path / "runs" / "pre" / "final", folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps([config] if change is None else {**config, **change}))
+        folders[name] = str(folder)
+    (tmp_path / "bad_tokenizer" / "tokenizer_config.json").write_text("{do_lower_case: yes")
+    os.remove(tmp_path / "payload" / "model.safetensors")
+    torch.save({"x": Payload(str(tmp_path / "payload-ran"))}, tmp_path / "payload" / "pytorch_model.bin")
+    for name in ("classifier", "payload"):  # a fine-tuned model's folder, for predict
+        (tmp_path / name / "labels.json").write_text(json.dumps({"labels": ["neg", "pos"]}))
+    (tmp_path / "binary.txt").write_bytes(b"fine text\n\x00\x01\x02\xff binary\n")
+    return dict(files, tmp=str(tmp_path), empty=empty, unseen=unseen, nolabel=nolabel, bad=str(bad), **folders)
+
+
+class Payload:
+    """Unpickled, it would call exec: weights that are a program."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
 
 
 BAD_INPUT_CASES = [  # (arguments, exit code, what the line must name); {train} etc. are bad_inputs' files
@@ -486,6 +526,16 @@ BAD_INPUT_CASES = [  # (arguments, exit code, what the line must name); {train} 
     (["--train", "{train}", "--per-class", "0"], 2, ["--per-class takes positive numbers"]),
     (["--train", "{train}", "--max-length", "1"], 2, ["--max-length must be at least 4"]),
     (["--valid", "{valid}"], 2, ["--valid and --test need --train"]),
+    (["--train", "{train}", "--init", "{huge_hidden}"], 1, ["huge_hidden/config.json: hidden_size is 1000000000"]),
+    (["--train", "{train}", "--init", "{huge_layers}"], 1, ["config.json: num_hidden_layers is 1000000000"]),
+    (["--train", "{train}", "--init", "{no_heads}"], 1, ["config.json: num_attention_heads is 0"]),
+    (["--train", "{train}", "--init", "{too_big}"], 1, ["too_big/config.json", "GiB, more than the"]),
+    (["--train", "{train}", "--init", "{list_config}"], 1, ["config.json: not a BERT config (a JSON list"]),
+    (["--train", "{train}", "--init", "{bad_tokenizer}"], 1, ["tokenizer_config.json: not valid JSON"]),
+    (["--train", "{train}", "--init", "{payload}"], 1, ["pytorch_model.bin: refused, not a checkpoint of this project"]),
+    (["predict", "--model", "{payload}", "hi"], 1, ["pytorch_model.bin: refused, not a checkpoint of this project"]),
+    (["predict", "--model", "{classifier}", "--file", "{tmp}/binary.txt"], 1, ["binary.txt:2: a binary file"]),
+    (["--train", "{train}", "--run-name", "../x"], 2, ["a run name is one folder name"]),
 ]
 
 
@@ -512,6 +562,7 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(env, capsys, argv, code,
         assert fragment in lines[-1], (fragment, err)
     assert [p.name for p in run_dirs(tmp_path)] == ["cls-mine"]  # no run folder for a failed run
     assert (tmp_path / "runs" / "cls-mine" / "keep.txt").read_text() == "precious"
+    assert not (tmp_path / "payload-ran").exists() and not (tmp_path / "x").exists()
 
 
 def test_bad_flag_values_exit_2(env, capsys):
@@ -566,6 +617,26 @@ def test_ctrl_c_is_one_line_and_exit_130(env, capsys, monkeypatch):
     assert main([*flags, "--train", files["train"], "--valid", files["valid"]]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "interrupted" and "Traceback" not in err
+    assert run_dirs(tmp_path) == []  # nothing was saved: the run's folder goes too
+
+
+def test_two_runs_in_the_same_second_get_two_folders(env, monkeypatch):
+    """The generated name cls-<task>-<time> is claimed by an atomic mkdir: the second run numbers its own."""
+    tmp_path, files, flags = env
+    monkeypatch.setattr(finetune_cls.time, "strftime", lambda *a: "20261201-120000")
+    for _ in range(2):
+        assert main([*flags, "--train", files["train"]]) == 0
+    assert [p.name for p in run_dirs(tmp_path)] == ["cls-files-20261201-120000", "cls-files-20261201-120000-1"]
+    assert all((p / "model" / "labels.json").exists() for p in run_dirs(tmp_path))
+
+
+def test_a_half_export_of_older_code_is_not_taken_for_the_newest_model(env):
+    """train_mlm.py writes final/ whole now; a folder left by older code with only config.json is passed over."""
+    tmp_path, _, _ = env
+    half = tmp_path / "runs" / "newer" / "final"
+    half.mkdir(parents=True)
+    (half / "config.json").write_text((tmp_path / "runs" / "pre" / "final" / "config.json").read_text())
+    assert pretrained.newest_pretrained(str(tmp_path / "runs")) == str(tmp_path / "runs" / "pre" / "final")
 
 
 # ----------------------------------------------------------------------------- transfer: side by side, learning curve

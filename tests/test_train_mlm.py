@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import checkpoints
 import train_mlm
+from helpers import scalars, signal_at_batch, small_run_argv
 from model import BertForPreTraining
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,36 +23,6 @@ REQUIRED_SCALARS = ["Loss/train", "Loss/train_mlm", "Loss/train_nsp", "Loss/vali
                     "Loss/valid_nsp", "Accuracy/train_mlm", "Accuracy/valid_mlm", "Accuracy/valid_nsp",
                     "Perplexity/valid", "Optim/lr", "Optim/grad_norm", "Perf/tokens_per_sec", "Perf/mfu",
                     "Perf/step_time"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """40 documents of real prose: one file per CPython documentation topic."""
-    from pydoc_data.topics import topics
-    folder = tmp_path_factory.mktemp("corpus")
-    for i, (name, text) in enumerate(sorted(topics.items())[:40]):
-        (folder / f"{i:02d}-{name}.txt").write_text(text)
-    return folder
-
-
-@pytest.fixture
-def run(corpus, tmp_path):
-    """Call train_mlm.main in-process with small settings; returns (exit code, run dir)."""
-    cache = corpus.parent / "cache"  # shared by the tests: the vocabulary and token ids are built once
-
-    def go(*extra, name="run"):
-        argv = ["--data", str(corpus), "--config", "tiny", "--hidden", "32", "--heads", "2", "--seq-len", "32",
-                "--batch-size", "4", "--vocab-size", "300", "--max-predictions", "5", "--eval-batches", "2",
-                "--cache-dir", str(cache), "--out-dir", str(tmp_path / "runs"), "--run-name", name,
-                "--no-progress", "--log-interval", "1", *extra]
-        return train_mlm.main(argv), tmp_path / "runs" / name
-    return go
-
-
-def scalars(run_dir, tag):
-    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    ea.Reload()
-    return {e.step: e.value for e in ea.Scalars(tag)}
 
 
 def test_lr_schedule_decay_one_is_berts_linear_decay():
@@ -99,7 +70,7 @@ def test_end_to_end_logs_checkpoints_and_export(run, capsys):
     assert scalars(run_dir, "Perplexity/valid")[12] == pytest.approx(math.exp(scalars(run_dir, "Loss/valid_mlm")[12]), rel=1e-4)
 
     assert sorted(os.listdir(run_dir / "checkpoints")) == ["best.pt", "step_0000008.pt", "step_0000012.pt"]
-    ckpt = torch.load(run_dir / "checkpoints" / "step_0000012.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "step_0000012.pt", weights_only=True)
     assert {"model", "optimizer", "scaler", "step", "rng", "data", "config", "vocab"} <= ckpt.keys()
     assert ckpt["step"] == 12 and ckpt["vocab"].startswith("[PAD]\n")
 
@@ -113,19 +84,6 @@ def test_end_to_end_logs_checkpoints_and_export(run, capsys):
     with torch.no_grad():
         assert (ours(ids).mlm_logits - hf(ids).prediction_logits).abs().max() < 1e-5
     assert (final / "vocab.txt").read_text() == ckpt["vocab"]
-
-
-def signal_at_batch(monkeypatch, n: int, sig: int) -> None:
-    """Send `sig` to this process while the training loop draws its n-th batch (it takes them here)."""
-    calls = {"n": 0}
-    next_batch = train_mlm.Prefetcher.next_batch
-
-    def next_batch_then_signal(self):
-        calls["n"] += 1
-        if calls["n"] == n:
-            os.kill(os.getpid(), sig)
-        return next_batch(self)
-    monkeypatch.setattr(train_mlm.Prefetcher, "next_batch", next_batch_then_signal)
 
 
 def test_sigterm_saves_and_resume_continues_exactly(run, monkeypatch, capsys):
@@ -157,7 +115,7 @@ def test_resume_across_blocks_of_the_lazy_stream_continues_exactly(run, monkeypa
     signal_at_batch(monkeypatch, 13, signal.SIGINT)
     code, split = run(*flags, name="split")
     assert code == 130
-    state = torch.load(split / "checkpoints" / "step_0000013.pt", weights_only=False)["data"]
+    state = torch.load(split / "checkpoints" / "step_0000013.pt", weights_only=True)["data"]
     assert state["block"] > 0 and 0 < state["index"] and state["cursor"] == 13 * 4  # mid-block, 52 instances in
     monkeypatch.undo()
     assert train_mlm.main(["--resume", str(split), "--no-progress"]) == 0
@@ -172,7 +130,7 @@ def test_resuming_a_run_saved_before_decay_existed_keeps_berts_schedule(run):
     code, run_dir = run("--steps", "4", "--warmup", "2", "--decay", "1", "--viz-interval", "0", "--save-interval", "4")
     assert code == 0
     path = run_dir / "checkpoints" / "step_0000004.pt"
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=True)
     del ckpt["args"]["decay"]  # as written before --decay existed
     torch.save(ckpt, path)
     assert train_mlm.main(["--resume", str(run_dir), "--steps", "8", "--no-progress"]) == 0
@@ -189,7 +147,7 @@ def test_resume_with_more_steps_a_new_lr_and_weight_decay_uses_them(run):
     lr = scalars(run_dir, "Optim/lr")
     # warmup stays the 2 steps it was (not half of the new 6); the decay runs over the 4 steps after it
     assert [lr[s] for s in (5, 6)] == pytest.approx([5e-4 * 2 / 4, 5e-4 * 1 / 4])
-    ckpt = torch.load(run_dir / "checkpoints" / "step_0000006.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "step_0000006.pt", weights_only=True)
     assert ckpt["args"]["lr"] == 5e-4 and ckpt["args"]["warmup"] == 2
     assert [g["weight_decay"] for g in ckpt["optimizer"]["param_groups"]] == [0.05, 0.0]
 
@@ -217,7 +175,7 @@ def test_nan_loss_stops_without_overwriting_checkpoints(run, monkeypatch, capsys
     err = capsys.readouterr().err
     assert "loss is nan at step 5" in err
     assert sorted(os.listdir(run_dir / "checkpoints")) == ["best.pt", "step_0000002.pt", "step_0000004.pt"]
-    assert torch.load(run_dir / "checkpoints" / "best.pt", weights_only=False)["step"] == 4
+    assert torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)["step"] == 4
     assert not (run_dir / "final").exists()
 
 
@@ -321,7 +279,7 @@ def test_non_finite_mlm_or_nsp_loss_stops_without_overwriting_checkpoints(run, m
     assert code == 3
     assert f"loss is {value} at step 3" in capsys.readouterr().err
     assert sorted(os.listdir(run_dir / "checkpoints")) == ["best.pt", "step_0000002.pt"]
-    assert torch.load(run_dir / "checkpoints" / "step_0000002.pt", weights_only=False)["step"] == 2
+    assert torch.load(run_dir / "checkpoints" / "step_0000002.pt", weights_only=True)["step"] == 2
 
 
 def test_a_truncated_checkpoint_is_named_and_an_older_one_resumes(run, capsys):
@@ -374,19 +332,12 @@ sys.exit(train_mlm.main(sys.argv[1:]))
     names = sorted(os.listdir(ckpts))
     assert "step_0000002.pt" in names and "step_0000004.pt" not in names
     assert [n for n in names if n.startswith(".tmp-")]  # the half-done save, never taken for a checkpoint
-    assert torch.load(ckpts / "step_0000002.pt", weights_only=False)["step"] == 2
+    assert torch.load(ckpts / "step_0000002.pt", weights_only=True)["step"] == 2
     assert train_mlm.main(["--resume", str(tmp_path / "killed"), "--no-progress"]) == 0
+    assert not [n for n in os.listdir(ckpts) if n.startswith(".tmp-")]  # removed at the resumed start
     # steps 3-6 logged by the resumed run (a killed process may not have flushed its own events)
     assert set(range(3, 7)) <= set(scalars(tmp_path / "killed", "Loss/train"))
-    assert torch.load(ckpts / "step_0000006.pt", weights_only=False)["step"] == 6 and (tmp_path / "killed" / "final").is_dir()
-
-
-def small_run_argv(corpus, out_dir, name, *extra):
-    return ["--data", str(corpus), "--config", "tiny", "--hidden", "32", "--heads", "2", "--seq-len", "32",
-            "--batch-size", "4", "--vocab-size", "300", "--max-predictions", "5", "--eval-batches", "2",
-            "--steps", "10", "--eval-interval", "5", "--viz-interval", "0", "--log-interval", "1",
-            "--save-interval", "100", "--no-progress", "--cache-dir", str(corpus.parent / "cache"),
-            "--out-dir", str(out_dir), "--run-name", name, *extra]
+    assert torch.load(ckpts / "step_0000006.pt", weights_only=True)["step"] == 6 and (tmp_path / "killed" / "final").is_dir()
 
 
 def stop_at_step(cmd, step, sig, env=None, pids=None):
@@ -406,7 +357,7 @@ def stop_at_step(cmd, step, sig, env=None, pids=None):
 
 def assert_same_final_state(a, b):
     """Bitwise: the weights, the optimizer's moments and step counts, the data position."""
-    sa, sb = (torch.load(p, weights_only=False) for p in (a, b))
+    sa, sb = (torch.load(p, weights_only=True) for p in (a, b))
     assert list(sa["model"]) == list(sb["model"])
     for k in sa["model"]:
         assert torch.equal(sa["model"][k], sb["model"][k]), k
@@ -487,7 +438,7 @@ def test_a_checkpoint_written_before_the_restructuring_resumes_exactly(tmp_path)
     train_loss = scalars(run_dir, "Loss/train")
     assert [train_loss[s] for s in range(5, 9)] == pytest.approx(list(expected["train_loss"].values()), rel=1e-5)
     assert scalars(run_dir, "Loss/valid")[8] == pytest.approx(expected["valid_loss_step_8"], rel=1e-5)
-    final = torch.load(run_dir / "checkpoints" / "step_0000008.pt", weights_only=False)
+    final = torch.load(run_dir / "checkpoints" / "step_0000008.pt", weights_only=True)
     sums = {k: float(v.double().abs().sum()) for k, v in final["model"].items() if v.is_floating_point()}
     assert sums.keys() == expected["final_weight_abs_sums"].keys()
     # abs=1e-8 for the attention key biases: their gradient is zero in exact arithmetic (a softmax does not
@@ -556,12 +507,12 @@ def test_checkpointer_keeps_the_last_k_and_best_only_when_better(tmp_path):
         counter.n = step
         ckpt.save_step(step)
     assert sorted(os.listdir(tmp_path / "ck")) == ["step_0000003.pt", "step_0000004.pt"]
-    state = torch.load(tmp_path / "ck" / "step_0000004.pt", weights_only=False)
+    state = torch.load(tmp_path / "ck" / "step_0000004.pt", weights_only=True)
     assert (state["step"], state["data"], state["vocab"], state["best_valid_loss"]) == (4, {"n": 4}, "a\nb\n", math.inf)
     assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
     assert ckpt.improves(2.0) and not ckpt.improves(2.5) and not ckpt.improves(2.0) and ckpt.improves(1.5)
     ckpt.save("best.pt", 4)
-    assert torch.load(tmp_path / "ck" / "best.pt", weights_only=False)["best_valid_loss"] == 1.5
+    assert torch.load(tmp_path / "ck" / "best.pt", weights_only=True)["best_valid_loss"] == 1.5
 
 
 def test_settings_are_resolved_once_and_read_only():

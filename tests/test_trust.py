@@ -1,0 +1,382 @@
+"""A checkpoint or a run folder never runs foreign code or loses a run (issue 18), each case caused for
+real: a pickle payload in a checkpoint, two runs with one name, a resumed copy, a crafted checkpoint, an
+older step resumed, an export interrupted, a finished run resumed, a symbolic link that loops, many small
+files, one enormous line, SIGTERM during preparation."""
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import checkpoints
+import corpus as corpus_module
+import token_cache
+import train_mlm
+from helpers import scalars, signal_at_batch, small_run_argv
+from model import BertForPreTraining, BertModel, CheckpointError
+from tokenization import BertTokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ("--eval-interval", "100", "--viz-interval", "0")
+
+
+class Payload:
+    """What a hostile pickle carries: unpickling it calls exec, which would write `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def snapshot(folder) -> dict:
+    """Every file under folder, with its content's digest."""
+    found = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return found
+
+
+def one_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def step_files(run_dir) -> list[str]:
+    return sorted(os.path.basename(p) for _, p in checkpoints.step_checkpoints(os.path.join(run_dir, "checkpoints")))
+
+
+# ----------------------------------------------------------------------------- loading never executes
+
+
+@pytest.mark.parametrize("kind", ["in a real checkpoint", "alone"])
+def test_a_checkpoint_with_a_pickle_payload_is_refused_before_any_of_it_runs(run, tmp_path, capsys, kind):
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    assert code == 0
+    path = run_dir / "checkpoints" / "step_0000002.pt"
+    marker = tmp_path / "payload-ran"
+    if kind == "alone":
+        torch.save(Payload(marker), path)
+    else:
+        state = torch.load(path, weights_only=True)
+        torch.save({**state, "extra": Payload(marker)}, path)
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(run_dir), "--steps", "4", "--no-progress"]) == 1
+    line = one_error(capsys)
+    assert line.startswith(f"error: {path}: refused, not a checkpoint of this project") and "nothing in it was run" in line
+    assert "weights_only" not in line  # no advice to turn the safety off
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the payload is live: loading as the old code did runs it
+    assert marker.exists()
+
+
+def test_weights_files_of_a_model_folder_never_run_code(tmp_path):
+    """--init and predict read a Hugging Face folder through from_pretrained: its pytorch_model.bin too."""
+    config = {"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "intermediate_size": 16}
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    marker = tmp_path / "payload-ran"
+    weights = {k: v for k, v in BertModel(train_mlm.BertConfig(**config)).state_dict().items()}
+    torch.save({**weights, "x": Payload(marker)}, folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="refused, not a checkpoint of this project"):
+        BertModel.from_pretrained(str(folder))
+    assert not marker.exists()
+    torch.save(weights, folder / "pytorch_model.bin")  # the same folder without the payload loads
+    assert BertModel.from_pretrained(str(folder)).config.hidden_size == 8
+
+
+def test_old_checkpoints_need_the_numpy_allowlist_and_new_ones_nothing(run):
+    """tests/fixtures/run_v1 (numpy's RNG state as an array) loads only with the three numpy names allowed;
+    a checkpoint written now holds tensors and plain values alone."""
+    old = os.path.join(ROOT, "tests", "fixtures", "run_v1", "step_0000004.pt")
+    with pytest.raises(Exception, match="numpy"):
+        torch.load(old, weights_only=True)
+    assert checkpoints.load_checkpoint(old)["step"] == 4
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    assert code == 0
+    state = torch.load(run_dir / "checkpoints" / "step_0000002.pt", weights_only=True)  # no allowlist
+    assert state["step"] == 2 and isinstance(state["rng"]["numpy"]["key"], torch.Tensor)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ({"model": {}}, "not a train_mlm.py checkpoint (it has no optimizer, scaler"),
+    ({"args": {"out_dir": "/elsewhere", "run_name": "victim"}}, "not a train_mlm.py checkpoint (it has no model"),
+    ([1, 2, 3], "not a train_mlm.py checkpoint (it holds a list"),
+])
+def test_a_foreign_pt_file_is_named_not_loaded(tmp_path, capsys, content, fragment):
+    path = tmp_path / "other.pt"
+    torch.save(content, path)
+    assert train_mlm.main(["--resume", str(path), "--out-dir", str(tmp_path / "runs"), "--no-progress"]) == 1
+    assert fragment in one_error(capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_checkpoint_settings_are_checked_like_flags(run, capsys):
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    path = run_dir / "checkpoints" / "step_0000002.pt"
+    state = torch.load(path, weights_only=True)
+    state["args"]["batch_size"] = "many"
+    torch.save(state, path)
+    before = snapshot(run_dir)
+    assert train_mlm.main(["--resume", str(run_dir), "--steps", "4", "--no-progress"]) == 1
+    assert "its settings are not valid (--batch-size must be a whole number, got 'many')" in one_error(capsys)
+    assert snapshot(run_dir) == before
+
+
+# ----------------------------------------------------------------------------- a run folder belongs to one run
+
+
+def test_a_second_run_with_the_same_name_is_refused_and_touches_nothing(run, capsys):
+    code, run_dir = run("--steps", "2", "--save-interval", "1", *FAST)
+    assert code == 0
+    before = snapshot(run_dir)
+    capsys.readouterr()
+    assert run("--steps", "2", "--seed", "7", *FAST)[0] == 2
+    assert "exists (another run's folder; nothing in it was touched)" in one_error(capsys)
+    assert snapshot(run_dir) == before
+
+
+def test_two_runs_started_at_once_with_one_name_cannot_share_it(corpus, tmp_path):
+    argv = small_run_argv(corpus, tmp_path, "same", "--steps", "3", "--save-interval", "1")
+    procs = [subprocess.Popen([sys.executable, "train_mlm.py", *argv, "--seed", str(seed)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert "exists" in loser or "in use" in loser, loser
+    winner_seed = 1 if results[0][0] == 0 else 2
+    for _, path in checkpoints.step_checkpoints(str(tmp_path / "same" / "checkpoints")):
+        assert checkpoints.load_checkpoint(path)["args"]["seed"] == winner_seed
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a/b", "..", ".tmp-x"])
+def test_a_run_name_is_one_folder_name(tmp_path, capsys, name):
+    with pytest.raises(SystemExit) as e:
+        train_mlm.main(["--run-name", name, "--out-dir", str(tmp_path / "runs")])
+    assert e.value.code == 2 and "a run name is one folder name" in capsys.readouterr().err
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_copy_writes_into_the_copy_only(run, tmp_path):
+    code, original = run("--steps", "4", "--save-interval", "2", *FAST, name="a")
+    assert code == 0
+    before = snapshot(original)
+    copy = tmp_path / "runs" / "a-branch"
+    shutil.copytree(original, copy)
+    assert train_mlm.main(["--resume", str(copy), "--steps", "6", "--no-progress"]) == 0
+    assert snapshot(original) == before
+    assert step_files(copy) == ["step_0000004.pt", "step_0000006.pt"]
+    assert json.loads((copy / "final" / "config.json").read_text())["vocab_size"] > 5
+    assert sorted(scalars(copy, "Loss/train")) == list(range(1, 7))
+
+
+def test_a_crafted_checkpoint_cannot_point_writes_elsewhere(run, tmp_path):
+    """A checkpoint whose settings name another run's folder, cache and vocabulary: resumed, it writes
+    only into the folder it was found in."""
+    code, victim = run("--steps", "4", "--save-interval", "2", *FAST, name="victim")
+    code, source = run("--steps", "2", "--save-interval", "2", *FAST, name="source")
+    before = snapshot(victim)
+    state = torch.load(source / "checkpoints" / "step_0000002.pt", weights_only=True)
+    state["args"].update(out_dir=str(victim.parent), run_name="victim", cache_dir=str(victim),
+                         vocab=str(victim / "vocab.txt"), keep_last=1)
+    evil = tmp_path / "downloads" / "evil"
+    (evil / "checkpoints").mkdir(parents=True)
+    torch.save(state, evil / "checkpoints" / "step_0000002.pt")
+    assert train_mlm.Resume(str(evil)).cache_dir() is None  # not a corpus cache: its cache_dir is not followed
+    assert train_mlm.main(["--resume", str(evil), "--steps", "4", "--no-progress",
+                           "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert snapshot(victim) == before
+    assert (evil / "final" / "config.json").exists() and (evil / "vocab.txt").read_text() == state["vocab"]
+
+
+# ----------------------------------------------------------------------------- checkpoints follow the line of training
+
+
+def test_an_older_step_is_not_resumed_in_place_but_can_be_branched(run, tmp_path, capsys):
+    code, run_dir = run("--steps", "6", "--save-interval", "2", "--keep-last", "3", *FAST, name="a")
+    assert code == 0 and step_files(run_dir) == ["step_0000002.pt", "step_0000004.pt", "step_0000006.pt"]
+    before = snapshot(run_dir)
+    step2 = run_dir / "checkpoints" / "step_0000002.pt"
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(step2), "--no-progress"]) == 2
+    line = one_error(capsys)
+    assert "has later checkpoints (step_0000006.pt)" in line and f"--resume {step2} --run-name NEW_NAME" in line
+    assert train_mlm.main(["--resume", str(run_dir / "checkpoints" / "best.pt"), "--steps", "8", "--no-progress"]) == 2
+    assert "branch into a new run folder" in one_error(capsys)
+    assert snapshot(run_dir) == before
+    # The branch: a new folder, continuing exactly the line it branched from.
+    assert train_mlm.main(["--resume", str(step2), "--run-name", "b", "--out-dir", str(tmp_path / "runs"),
+                           "--steps", "4", "--no-progress"]) == 0
+    assert f"(branched from {step2} at step 2)" in capsys.readouterr().out
+    branch = tmp_path / "runs" / "b"
+    assert snapshot(run_dir) == before and step_files(branch) == ["step_0000004.pt"]
+    a, b = scalars(run_dir, "Loss/train"), scalars(branch, "Loss/train")
+    assert sorted(b) == [3, 4] and all(a[s] == b[s] for s in (3, 4))
+
+
+def test_the_checkpoint_resumed_from_is_kept_and_resume_with_names_the_last_one(run, monkeypatch, capsys):
+    code, run_dir = run("--steps", "4", "--save-interval", "1", "--keep-last", "1", *FAST)
+    assert code == 0 and step_files(run_dir) == ["step_0000004.pt"]
+    signal_at_batch(monkeypatch, 3, signal.SIGTERM)  # at the 3rd step after the resume: step 7
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(run_dir), "--steps", "9", "--no-progress"]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    newest = run_dir / "checkpoints" / "step_0000007.pt"
+    assert f"resume with: python train_mlm.py --resume {newest}" in err
+    assert step_files(run_dir) == ["step_0000004.pt", "step_0000007.pt"]  # the last 1, and where it started
+    monkeypatch.undo()
+    assert train_mlm.main(["--resume", str(newest), "--no-progress"]) == 0
+    assert step_files(run_dir) == ["step_0000007.pt", "step_0000009.pt"]
+    assert sorted(scalars(run_dir, "Loss/train")) == list(range(1, 10))
+
+
+# ----------------------------------------------------------------------------- exports whole or absent; finished runs
+
+
+def test_an_interrupted_export_leaves_no_final_and_a_resume_exports_it(run, monkeypatch, capsys):
+    save = BertForPreTraining.save_pretrained
+
+    def save_then_stop(self, path, vocab_file=None):
+        save(self, path, vocab_file)
+        raise KeyboardInterrupt  # after every file of the model: tokenizer_config.json is still to come
+    monkeypatch.setattr(BertForPreTraining, "save_pretrained", save_then_stop)
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    assert code == 130
+    assert not (run_dir / "final").exists() and not glob.glob(str(run_dir / ".tmp-*"))
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(run_dir), "--no-progress"]) == 0  # at its last step: evaluates, exports
+    assert "valid MLM loss" in capsys.readouterr().out
+    assert sorted(os.listdir(run_dir / "final")) == ["config.json", "model.safetensors", "tokenizer_config.json",
+                                                     "vocab.txt"]
+
+
+def test_a_finished_run_resumed_says_so_and_changes_nothing(run, capsys):
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    before = snapshot(run_dir)
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(run_dir), "--no-progress"]) == 0
+    assert "the run is finished at step 2 of 2" in capsys.readouterr().out
+    assert train_mlm.main(["--resume", str(run_dir), "--steps", "1", "--no-progress"]) == 2
+    assert "--steps 1 is below step 2" in one_error(capsys)
+    assert snapshot(run_dir) == before
+
+
+def test_a_half_written_checkpoint_of_a_killed_process_is_removed_at_the_next_start(run, capsys):
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    stale = run_dir / "checkpoints" / ".tmp-abc123"
+    stale.write_bytes(b"half a checkpoint")
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(run_dir), "--steps", "3", "--no-progress"]) == 0
+    assert f"removed {stale}" in capsys.readouterr().err and not stale.exists()
+
+
+# ----------------------------------------------------------------------------- corpus reading that scales
+
+
+def test_a_symbolic_link_that_loops_cannot_multiply_a_corpus(tmp_path, capsys):
+    folder = tmp_path / "data" / "d"
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_text("One sentence here.\nAnother one.\n\nA second document.\nIt ends.\n")
+    os.symlink("..", folder / "up")  # a loop: d/up/d/up/...
+    os.symlink(".", folder / "same")  # and a second one
+    pattern = str(tmp_path / "data" / "**" / "*.txt")
+    assert corpus_module.corpus_files([pattern]) == [str(folder / "a.txt")]
+    os.link(folder / "a.txt", tmp_path / "data" / "hard.txt")  # the same file under another name
+    assert corpus_module.corpus_files([str(tmp_path / "data"), pattern]) == [str(tmp_path / "data" / "d" / "a.txt")]
+    assert "each of the 1 files is read once" in capsys.readouterr().err
+
+
+def test_small_files_go_to_the_workers_in_units_and_prepare_the_same_tokens(tmp_path, monkeypatch):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(600):
+        (folder / f"{i:04d}.txt").write_text(f"File {i} has a sentence.\nAnd a second one, number {i}.\n")
+    manifest = token_cache.corpus_manifest([str(folder)])
+    units = list(token_cache._work_units(manifest["files"], "text", None))
+    assert [len(u) for u in units] == [600]  # 600 files of ~55 bytes: one unit of work, not 600
+    assert all(isinstance(entry, list) for entry in units[0])  # manifest entries: the worker reads the files
+    monkeypatch.setattr(token_cache, "MAX_FILES_PER_UNIT", 100)
+    assert [len(u) for u in token_cache._work_units(manifest["files"], "text", None)] == [100] * 6
+    vocab = token_cache.corpus_vocab([str(folder)], 200, str(tmp_path / "vocab"))
+    tok = BertTokenizer(vocab)
+    parallel = token_cache.prepare_corpus([str(folder)], tok, str(tmp_path / "c2"), workers=2, progress=False)
+    alone = token_cache.tokenize_corpus(corpus_module.read_documents([str(folder)]), tok, str(tmp_path / "c1"))
+    assert parallel.num_documents() == 600
+    assert list(parallel.tokens) == list(alone.tokens)
+    assert list(parallel.sentence_offsets) == list(alone.sentence_offsets)
+
+
+def test_one_enormous_line_is_read_in_linear_time(tmp_path, monkeypatch):
+    """A JSONL record of 2 MB read in blocks of 16 KB: the boundary searches look at each byte a bounded
+    number of times (the old reader searched, and copied, the whole growing buffer at every block)."""
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"text": "Words of a very long document. " * 70000}) + "\n")
+    searched = []
+    last_boundary = corpus_module._last_boundary
+    monkeypatch.setattr(corpus_module, "_last_boundary",
+                        lambda buf, fmt: searched.append(len(buf)) or last_boundary(buf, fmt))
+    chunks = list(corpus_module.file_chunks(str(path), chunk_bytes=1 << 14))
+    assert len(chunks) == 1 and chunks[0].data == path.read_bytes()
+    size = os.path.getsize(path)
+    assert sum(searched) < 6 * size, (sum(searched), size)  # quadratic: ~ size^2 / 2 / 16 KB = 60x size
+    assert len(corpus_module.parse_chunk(chunks[0])) == 1
+
+
+def test_workers_are_capped_by_the_work_there_is(tmp_path, capsys):
+    path = tmp_path / "small.txt"
+    path.write_text("".join(f"Sentence {i} is here.\nAnother follows.\n\n" for i in range(300)))
+    vocab = token_cache.corpus_vocab([str(path)], 200, str(tmp_path))
+    token_cache.prepare_corpus([str(path)], BertTokenizer(vocab), str(tmp_path / "c"), workers=64)
+    assert "1 worker(s)" in capsys.readouterr().err
+
+
+def test_sigterm_during_preparation_leaves_no_temporary_files(tmp_path):
+    """A real prepare_data.py process, stopped by SIGTERM while its workers tokenise: exit 143, and nothing of
+    the preparation left, in the cache or in the system's temporary folder."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(40):
+        (data / f"{i:02d}.txt").write_text("".join(f"Sentence {i} {j} is here.\nAnother follows.\n\n" for j in range(2500)))
+    marker, scratch = tmp_path / "tokenising", tmp_path / "tmp"
+    scratch.mkdir()
+    hook = f"""
+import sys, time, token_cache
+load = token_cache._load_tokenized
+def slow_load(*a):
+    open({str(marker)!r}, "w").close()
+    time.sleep(0.5)
+    return load(*a)
+token_cache._load_tokenized = slow_load
+import prepare_data
+sys.exit(prepare_data.main(sys.argv[1:]))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", hook, "--data", str(data), "--vocab-size", "300", "--workers", "2",
+                             "--cache-dir", str(tmp_path / "cache")], cwd=ROOT, env={**os.environ, "TMPDIR": str(scratch)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "terminated" and "Traceback" not in err
+    assert os.listdir(scratch) == []
+    assert [n for n in os.listdir(tmp_path / "cache") if n.startswith((".tmp", "corpus-"))] == []
