@@ -54,7 +54,7 @@ _CLOSERS = "\"'”’)\\]）」』》〉】〕］｝"
 _CJK_BOUNDARY_RE = re.compile(rf"(?:[。｡！？；]+|(?<=[{_CJK}])[…⋯!?]+|[!?]+(?=[{_CLOSERS}]*\s?[{_CJK}]))[{_CLOSERS}]*")
 _WHITESPACE_RE = re.compile(r"\s")  # str.split()'s whitespace: both use Python's isspace
 _SENTENCE_END_RE = re.compile(rf"(?:[.!?。｡！？；]|(?<=[{_CJK}])[…⋯])[{_CLOSERS}]*$")
-_SENTENCE_PUNCTUATION = ".!?。｡！？；…⋯"  # every character at which a sentence can end
+_PUNCTUATION_RE = re.compile("[.!?。｡！？；…⋯]")  # every character at which a sentence can end
 _CJK_CHAR_RE = re.compile(f"[{_CJK}]")
 
 
@@ -134,7 +134,7 @@ def _is_sentence_per_line(lines: list[str]) -> bool:
     if ends < 0.5 * len(lines):
         return False
     # Only a line with sentence punctuation before its last character can hold two sentences.
-    multi = sum(len(split_sentences(l)) > 1 for l in lines if any(c in l.rstrip()[:-1] for c in _SENTENCE_PUNCTUATION))
+    multi = sum(len(split_sentences(l)) > 1 for l in lines if _PUNCTUATION_RE.search(l.rstrip()[:-1]))
     return multi <= 0.1 * len(lines)
 
 

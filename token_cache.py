@@ -294,6 +294,13 @@ def _tokenize_documents(documents: Iterable[list[str]], tokenizer: BertTokenizer
 
 
 MAX_FILES_PER_UNIT = 2000  # small files read together by one worker (progress stays fine-grained)
+# A chunk this large is one enormous document (a chunk ends only where a document may end): tokenised
+# here, as a worker would, without copying it through a pipe twice.
+IN_PROCESS_BYTES = 16 * CHUNK_BYTES
+
+
+def _size(unit: list) -> int:
+    return sum(len(item.data) if isinstance(item, Chunk) and isinstance(item.data, bytes) else 0 for item in unit)
 
 
 def _work_units(entries: list[list], text_field: str, fmt: str | None) -> Iterator[list]:
@@ -383,7 +390,12 @@ def _tokenized(units: Iterator[list], tokenizer: BertTokenizer, workers: int, sc
     try:
         pending: deque = deque()
         for i, unit in enumerate(itertools.chain(units, [None])):
-            if unit is not None:
+            if unit is not None and _size(unit) > IN_PROCESS_BYTES:
+                while pending:  # in order: what is in flight first
+                    yield _load_tokenized(*pending.popleft().result())
+                    stop_if_signalled()
+                yield _tokenize_unit(unit, text_field, fmt, tokenizer)
+            elif unit is not None:
                 pending.append(pool.submit(_tokenize_unit_to_file, unit, text_field, fmt,
                                            os.path.join(scratch, f"{i}.npz")))
             while pending and (len(pending) >= 2 * workers or unit is None):

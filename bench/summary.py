@@ -114,7 +114,7 @@ def main(path: str) -> None:
         print("### AdamW step on mini/30522's 11.3M parameters (ms)\n")
         print(table(["device", "default", "fused", "speedup"], rows) + "\n")
 
-    corpus = groups["corpus"]
+    corpus = [i for i in groups["corpus"] if "corpus_mb" in i]
     rows = []
     for size in sorted({i["corpus_mb"] for i in corpus}):
         prep = {i["workers"]: i for i in corpus if i["what"] == "prepare" and i["corpus_mb"] == size}
@@ -128,6 +128,15 @@ def main(path: str) -> None:
         print("### Corpus scale: preparation, and `train_mlm.py --data X --steps 20` (tiny)\n")
         print(table(["corpus", "prepare MB/s, 1 worker", "2 workers", "speedup", "first step s, cold",
                      "warm", "peak MB (PSS, all processes), cold", "warm", "train tok/s"], rows) + "\n")
+
+    hard = [i for i in groups["corpus"] if i["what"] in ("prepare small files", "prepare one long line")]
+    rows = [[f"{i['files']:,} files of 1 KB" if "files" in i else f"one JSONL line of {i['line_mb']:,.0f} MB",
+             i.get("workers", 2), i["seconds"], i["mb_per_s"], i.get("mb_per_s_per_worker"), i["peak_pss_mb"]]
+            for i in hard]
+    if rows:
+        print("### Corpus preparation: many small files, one enormous line\n")
+        print(table(["corpus", "workers", "seconds", "MB/s", "MB/s per worker", "peak MB (PSS, all processes)"], rows)
+              + "\n")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,25 @@
 """Corpus scale, measured on real processes: preparation throughput with 1 and 2 workers, and a
 pretraining run's peak memory (its whole process tree, by PSS: workers included, shared pages counted
-once) and time to its first step, cold (vocabulary and preparation included) and warm (the cache opened).
+once) and time to its first step, cold (vocabulary and preparation included) and warm (the cache opened);
+and the corpora that used to be slow: many small files, and one enormous line.
 
 The corpora are made by bench/make_corpus.py from the embedded corpus's real sentences, varied. Sizes
 come from --bench-corpus-mb (default 2: the smoke size CI runs, which checks that every figure is
-there, finite and positive; the README's table: --bench-corpus-mb 100,1000)."""
+there, finite and positive; the README's table: --bench-corpus-mb 100,1000), --bench-small-files
+(default 2000; README 100000) and --bench-long-line-mb (default 2; README 200)."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import random
 import re
 import sys
 
 import pytest
 
-from make_corpus import write_corpus
+from make_corpus import source_sentences, write_corpus
 from proc_watch import first_time, watch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,5 +97,77 @@ def test_pretraining_start(benchmark, corpus_mb, corpus_dir, start, tmp_path_fac
                 peak_pss_mb=mb(result["peak_pss"]), peak_rss_one_process_mb=mb(result["peak_rss_one_process"]),
                 tokens_per_s=sorted(rates)[len(rates) // 2])
     assert len(rates) == 20
+    check_figures(info)
+    benchmark.extra_info.update(info)
+
+
+# ----------------------------------------------------------------------------- many small files, one long line
+
+
+@pytest.fixture(scope="module")
+def small_files(request, tmp_path_factory) -> str:
+    """--bench-small-files files of about 1 KB each, 1000 to a folder, and a vocabulary trained on them."""
+    n = request.config.getoption("bench_small_files", 2000)
+    root = tmp_path_factory.mktemp("small-files")
+    sentences, rng = source_sentences(small=True), random.Random(0)
+    for i in range(n):
+        folder = root / f"{i // 1000:03d}"
+        folder.mkdir(exist_ok=True)
+        text = ""
+        while len(text) < 1000:
+            text += rng.choice(sentences) + "\n"
+        (folder / f"{i:06d}.txt").write_text(text)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def long_line(request, tmp_path_factory) -> str:
+    """One JSONL document of --bench-long-line-mb MB, on a single line."""
+    target = int(request.config.getoption("bench_long_line_mb", 2) * 1e6)
+    sentences, rng = source_sentences(small=True), random.Random(0)
+    parts, size = [], 0
+    while size < target:
+        parts.append(rng.choice(sentences))
+        size += len(parts[-1]) + 1
+    path = tmp_path_factory.mktemp("long-line") / "one.jsonl"
+    path.write_text(json.dumps({"text": " ".join(parts)}) + "\n")
+    return str(path)
+
+
+def prepared(result: dict) -> tuple[float, float]:
+    """(MB, seconds) of prepare_data.py's 'prepared' line."""
+    line = next(text for _, text in result["lines"] if text.startswith("prepared "))
+    size, seconds = re.search(r"([\d,.]+) MB in ([\d.]+)s", line).groups()
+    return float(size.replace(",", "")), float(seconds)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_prepare_many_small_files(benchmark, small_files, workers, tmp_path_factory):
+    from token_cache import corpus_vocab
+    vocab = corpus_vocab([small_files], 8192, str(tmp_path_factory.getbasetemp() / "small-files-vocab"))
+    cmd = [sys.executable, "prepare_data.py", "--data", small_files, "--vocab", vocab,
+           "--cache-dir", str(tmp_path_factory.mktemp("cache")), "--workers", str(workers)]
+    benchmark.group = "corpus"
+    result = benchmark.pedantic(lambda: watch(cmd, cwd=ROOT), rounds=1, iterations=1)
+    assert result["returncode"] == 0, result["lines"][-5:]
+    size, seconds = prepared(result)
+    info = dict(what="prepare small files", files=sum(len(f) for _, _, f in os.walk(small_files)), workers=workers,
+                seconds=seconds, mb_per_s=size / max(seconds, 1e-3), mb_per_s_per_worker=size / max(seconds, 1e-3) / workers,
+                peak_pss_mb=mb(result["peak_pss"]))
+    check_figures(info)
+    benchmark.extra_info.update(info)
+
+
+def test_prepare_one_long_line(benchmark, long_line, small_files, tmp_path_factory):
+    from token_cache import corpus_vocab
+    vocab = corpus_vocab([small_files], 8192, str(tmp_path_factory.getbasetemp() / "small-files-vocab"))
+    cmd = [sys.executable, "prepare_data.py", "--data", long_line, "--vocab", vocab,
+           "--cache-dir", str(tmp_path_factory.mktemp("cache")), "--workers", "2"]
+    benchmark.group = "corpus"
+    result = benchmark.pedantic(lambda: watch(cmd, cwd=ROOT), rounds=1, iterations=1)
+    assert result["returncode"] == 0, result["lines"][-5:]
+    size, seconds = prepared(result)
+    info = dict(what="prepare one long line", line_mb=size, seconds=seconds, mb_per_s=size / max(seconds, 1e-3),
+                peak_pss_mb=mb(result["peak_pss"]), peak_per_mb_of_line=mb(result["peak_pss"]) / size)
     check_figures(info)
     benchmark.extra_info.update(info)

@@ -23,5 +23,7 @@ def test_summary_tables_from_this_run(tmp_path, capsys):
     groups = {r["group"] for r in SMOKE_RESULTS}
     for group in groups & set(HEADERS):
         assert HEADERS[group] in out, group
+    if any(r["extra_info"].get("what") == "prepare small files" for r in SMOKE_RESULTS):
+        assert "### Corpus preparation: many small files" in out
     tables = [line for line in out.splitlines() if line.startswith("| ") and "nan" in line.lower()]
     assert not tables, tables
