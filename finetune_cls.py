@@ -57,7 +57,7 @@ from token_cache import default_cache_dir
 from tokenization import decode_text
 from training import (Settings, StopSignal, autocast_for, check_precision, lr_lambda, make_optimizer,
                       seed_everything, setup_device)
-from visuals import log_projector, log_settings, log_validation
+from visuals import log_projector, log_settings, log_validation, summary_writer
 
 METRICS = {"acc": "accuracy", "f1": "macro-F1", "mcc": "MCC"}
 
@@ -197,8 +197,7 @@ def warn_if_longer_than_pretrained(init: str, max_length: int, train_set: list[d
 
 
 def open_writer(run_dir: str, s: Settings, seed: int, task: Task, init_note: str):
-    from tensorboardX import SummaryWriter
-    writer = SummaryWriter(run_dir)
+    writer = summary_writer(run_dir)
     print(f"logs: {run_dir}")
     log_settings(writer, {**s.as_dict(), "seed": seed})  # a sweep's seed for this run
     writer.add_text("Run/task", "    " + json.dumps(task.info, indent=1).replace("\n", "\n    ") +
@@ -383,7 +382,6 @@ def sweep(s: Settings, runs: list[tuple], inits: dict[str, str], like: str | Non
     """A learning curve over the number of labels: every --per-class N at every seed, for each init. The
     test accuracy (valid, for a task without a test split) against N goes to TensorBoard (curve/<init>,
     step N: the curves overlay on one chart) and, as a table with every seed and the mean, to results.json."""
-    from tensorboardX import SummaryWriter
     curve: dict[str, dict[int, dict[int, dict]]] = {name or "model": {} for name in inits}
     for per_class, seed, sub, min_steps in runs:
         for name, init in inits.items():
@@ -395,7 +393,7 @@ def sweep(s: Settings, runs: list[tuple], inits: dict[str, str], like: str | Non
     split = r["split"]
     table = curve_table(curve, "acc")
     for name, points in curve.items():
-        writer = SummaryWriter(os.path.join(run_dir, "curve", name))
+        writer = summary_writer(os.path.join(run_dir, "curve", name))
         for n, by_seed in sorted(points.items()):
             for k in METRICS:
                 writer.add_scalar(f"Transfer/{split}_{k}", float(np.mean([m[k] for m in by_seed.values()])), n)

@@ -46,7 +46,7 @@ from training import (PRECISION_DTYPES, Settings, StopSignal, Timer, autocast_fo
                       device_memory, lr_lambda, make_optimizer, measure_peak_flops, seed_everything, setup_device,
                       sync)
 from visuals import (custom_scalars_layout, log_embeddings, log_eval, log_gradients, log_probes, log_settings,
-                     probe_texts)
+                     probe_texts, summary_writer)
 
 
 # ----------------------------------------------------------------------------- the training loop
@@ -423,9 +423,8 @@ def wrap_model(model, s: Settings, device: torch.device) -> tuple:
 def open_writer(run_dir: str, s: Settings, step: int, corpus_info: dict, fresh: bool, resume: Resume | None):
     """The run's TensorBoard writer; a new folder also records the settings and corpus (and, for a branch,
     the checkpoint it continues)."""
-    from tensorboardX import SummaryWriter
     # purge_step drops events a crashed run wrote after its last checkpoint.
-    writer = SummaryWriter(run_dir, purge_step=step + 1 if step and not fresh else None)
+    writer = summary_writer(run_dir, purge_step=step + 1 if step and not fresh else None)
     if fresh:
         writer.add_custom_scalars(custom_scalars_layout())
         log_settings(writer, s.as_dict())

@@ -7,7 +7,9 @@ confusion matrix, precision-recall curves, misclassified examples and the [CLS] 
 from __future__ import annotations
 
 import math
+import os
 import re
+import time
 
 import numpy as np
 import torch
@@ -24,6 +26,15 @@ ATTENTION_PROBE = "If the file does not exist, the function raises an error and 
 
 
 # ----------------------------------------------------------------------------- both
+
+
+def summary_writer(logdir: str, purge_step: int | None = None):
+    """tensorboardX's SummaryWriter, its event file named to the nanosecond and by process: tensorboardX
+    names it by the second alone, so a second writer in the same folder within the same second (a run
+    resumed at once) would overwrite the first's file, and its events with it. The names also sort in the
+    order the files were made, which TensorBoard's purge of a crashed run's steps relies on."""
+    from tensorboardX import SummaryWriter
+    return SummaryWriter(logdir, purge_step=purge_step, filename_suffix=f".{time.time_ns()}.{os.getpid()}")
 
 
 def log_settings(writer, settings: dict, tag: str = "Run/args") -> None:

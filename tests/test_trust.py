@@ -246,6 +246,18 @@ def test_the_checkpoint_resumed_from_is_kept_and_resume_with_names_the_last_one(
     assert sorted(scalars(run_dir, "Loss/train")) == list(range(1, 10))
 
 
+def test_writers_opened_in_the_same_second_keep_each_others_events(tmp_path):
+    """tensorboardX names an event file by the second: a run resumed at once into the same folder would
+    overwrite the events of the run before it (with tensorboardX's own names, this test fails)."""
+    from visuals import summary_writer
+    for step in (1, 2, 3):
+        writer = summary_writer(str(tmp_path), purge_step=step)
+        writer.add_scalar("Loss/train", float(step), step)
+        writer.close()
+    assert len(glob.glob(str(tmp_path / "events.out.tfevents.*"))) == 3
+    assert scalars(tmp_path, "Loss/train") == {1: 1.0, 2: 2.0, 3: 3.0}
+
+
 # ----------------------------------------------------------------------------- exports whole or absent; finished runs
 
 
