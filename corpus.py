@@ -63,7 +63,9 @@ def _ends_sentence(line: str) -> bool:
     body = line.rstrip().rstrip(_CLOSERS.replace("\\", ""))
     if not body:
         return False
-    return body[-1] in ".!?。｡！？；" or (body[-1] in "…⋯" and len(body) > 1 and bool(_CJK_CHAR_RE.match(body[-2])))
+    if body[-1] in "…⋯":  # an ellipsis ends a sentence after CJK text only
+        return len(body) > 1 and bool(_CJK_CHAR_RE.match(body[-2]))
+    return body[-1] in ".!?。｡！？；"
 
 
 def split_sentences(text: str) -> list[str]:
@@ -212,7 +214,8 @@ def _glob(pattern: str) -> list[str]:
             if tail:
                 found.extend(_glob(tail if where == os.curdir else os.path.join(glob.escape(where), tail)))
             else:
-                found.extend(n if where == os.curdir else os.path.join(where, n) for n in names if not n.startswith("."))
+                found.extend(n if where == os.curdir else os.path.join(where, n)
+                             for n in names if not n.startswith("."))
     return found
 
 
@@ -234,8 +237,8 @@ def _each_file_once(files: list[str]) -> list[str]:
             unique.append(f)
     if len(unique) < len(files) and tuple(files) not in _NOTED_LINKS:
         _NOTED_LINKS.add(tuple(files))
-        print(f"note: {len(files) - len(unique)} of the {len(files)} corpus paths lead to a file already listed (links, "
-              f"or a file given twice); each of the {len(unique)} files is read once", file=sys.stderr)
+        print(f"note: {len(files) - len(unique)} of the {len(files)} corpus paths lead to a file already listed "
+              f"(links, or a file given twice); each of the {len(unique)} files is read once", file=sys.stderr)
     return unique
 
 

@@ -103,7 +103,8 @@ class BertConfig:
                 self.id2label = {int(k): v for k, v in self.id2label.items()}
             except (TypeError, ValueError):
                 raise ValueError(f"id2label's keys must be class ids 0, 1, ...: {list(self.id2label)[:5]}") from None
-            if sorted(self.id2label) != list(range(len(self.id2label))) or not 1 <= len(self.id2label) <= SIZE_LIMITS["num_labels"]:
+            n = len(self.id2label)
+            if sorted(self.id2label) != list(range(n)) or not 1 <= n <= SIZE_LIMITS["num_labels"]:
                 raise ValueError(f"id2label's keys must be the class ids 0 to n-1: {sorted(self.id2label)[:5]}")
             self.num_labels = len(self.id2label)
 

@@ -55,9 +55,11 @@ def tokenizer_settings(model_dir: str) -> dict | None:
         return None
     settings = read_json(settings_file)
     if not isinstance(settings, dict):
-        raise CheckpointError(f"{settings_file}: not a tokenizer config (a JSON {type(settings).__name__}, not an object)")
+        raise CheckpointError(f"{settings_file}: not a tokenizer config (a JSON {type(settings).__name__}, "
+                              "not an object)")
     lower, length = settings.get("do_lower_case", True), settings.get("model_max_length")
-    if not isinstance(lower, bool) or length is not None and (not isinstance(length, (int, float)) or isinstance(length, bool) or length < 1):
+    number = isinstance(length, (int, float)) and not isinstance(length, bool)
+    if not isinstance(lower, bool) or length is not None and (not number or length < 1):
         raise CheckpointError(f"{settings_file}: do_lower_case must be true or false and model_max_length a "
                               f"positive number (got {lower!r}, {length!r})")
     return settings

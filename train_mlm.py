@@ -37,7 +37,7 @@ from checkpoints import (Checkpointer, STEP_FILE, find_checkpoint, load_checkpoi
                          step_checkpoints)
 from cli import DataError, HelpFormatter, UsageError, run_cli
 from data import Prefetcher, PretrainingData
-from files import RunFolder, atomic_write, check_run_name, remove_stale_temporaries, write_folder
+from files import RunFolder, atomic_write, check_run_name, remove_stale_temporaries, write_folder, write_text_atomic
 from model import (BertConfig, BertForPreTraining, CheckpointError, PRESETS, activation_bytes_per_sequence,
                    first_line, pretraining_flops_per_sequence)
 from token_cache import (TOO_FEW_DOCUMENTS, default_cache_dir, default_workers, prepare_pretraining_corpus,
@@ -431,7 +431,7 @@ def open_writer(run_dir: str, s: Settings, step: int, corpus_info: dict, fresh: 
         writer.add_text("Run/corpus", "    " + json.dumps(corpus_info, indent=1).replace("\n", "\n    "), step)
         if resume:
             writer.add_text("Run/branched_from", f"{resume.path} (step {step})", step)
-        atomic_write(os.path.join(run_dir, "corpus.json"), lambda f: f.write(json.dumps(corpus_info, indent=1).encode()))
+        write_text_atomic(os.path.join(run_dir, "corpus.json"), json.dumps(corpus_info, indent=1))
     return writer
 
 
@@ -455,11 +455,11 @@ def finish_run(s: Settings, writer, model, tokenizer, vocab_file: str, config, m
     """The end of a completed run: the Hugging Face export, the hparams table, the embedding projector
     and the summary."""
     export_dir = os.path.join(run_dir, "final")
-    settings = json.dumps({"do_lower_case": not s.cased, "tokenizer_class": "BertTokenizer", "model_max_length": s.seq_len})
+    settings = {"do_lower_case": not s.cased, "tokenizer_class": "BertTokenizer", "model_max_length": s.seq_len}
 
     def export(folder: str) -> None:
         model.save_pretrained(folder, vocab_file=vocab_file)
-        atomic_write(os.path.join(folder, "tokenizer_config.json"), lambda f: f.write(settings.encode()))
+        write_text_atomic(os.path.join(folder, "tokenizer_config.json"), json.dumps(settings))
     write_folder(export_dir, export)  # whole or absent: finetune_cls.py may pick it up at any moment
     writer.add_hparams({"config": s.config, "lr": s.lr, "batch": s.batch_size * s.grad_accum * world,
                         "seq_len": s.seq_len, "steps": s.steps, "warmup": s.warmup, "decay": s.decay,
@@ -636,7 +636,8 @@ class Resume:
     def continues_in(self, out_dir: str, run_name: str | None) -> str | None:
         """The run folder this resume continues in: the checkpoint's own, unless --run-name names another
         (a branch, into a new folder). None: a new folder."""
-        if self.home and (run_name is None or os.path.abspath(os.path.join(out_dir, run_name)) == self.home):
+        if self.home and (run_name is None or
+                          os.path.realpath(os.path.join(out_dir, run_name)) == os.path.realpath(self.home)):
             return self.home
         return None
 
@@ -648,11 +649,12 @@ class Resume:
             raise UsageError(f"--resume {self.path}: a run continues in its folder from its newest step_N.pt; to "
                              f"train on from this one, branch into a new run folder: {branch}")
         # A later file cut short (a full disk, a copy) is no line to keep: the resumed run writes it anew.
-        later = [p for step, p in step_checkpoints(os.path.dirname(self.path)) if step > self.step and zipfile.is_zipfile(p)]
+        later = [os.path.basename(p) for step, p in step_checkpoints(os.path.dirname(self.path))
+                 if step > self.step and zipfile.is_zipfile(p)]
         if later:
-            raise UsageError(f"--resume {self.path}: {self.home} has later checkpoints ({os.path.basename(later[-1])}): "
-                             f"training on from step {self.step} in it would mix two lines of training. Branch into a "
-                             f"new run folder: {branch}; or move the later ones out of {os.path.dirname(self.path)}")
+            raise UsageError(f"--resume {self.path}: {self.home} has later checkpoints ({later[-1]}): training on "
+                             f"from step {self.step} in it would mix two lines of training. Branch into a new run "
+                             f"folder: {branch}; or move the later ones out of {os.path.dirname(self.path)}")
 
     def finished(self, s: Settings, say: bool) -> bool:
         """True when there is nothing to train (said, nothing touched). --steps below the checkpoint's step is
@@ -712,7 +714,8 @@ def main(argv: list[str] | None = None) -> int:
         check_memory(s, vocab_size if isinstance(vocab_size, int) else s.vocab_size)  # before anything is read
         if resume and resume.finished(s, say=int(os.environ.get("RANK", 0)) == 0):
             return 0
-        with claim_run_folder(s, resume, numbered="run_name" not in args.given) as run:  # a failed start removes a folder it created
+        # The folder is claimed last, and a failed start removes one it created.
+        with claim_run_folder(s, resume, numbered="run_name" not in args.given) as run:
             if run.path != s.run_dir:  # a generated name another run took first: numbered
                 s = resolve_settings(args, resume, run.path)
             return train(s, resume, run)

@@ -205,6 +205,20 @@ def test_a_crafted_checkpoint_cannot_point_writes_elsewhere(run, tmp_path):
     assert (evil / "final" / "config.json").exists() and (evil / "vocab.txt").read_text() == state["vocab"]
 
 
+def test_a_loose_checkpoint_file_resumes_into_a_new_run_folder(run, tmp_path, capsys):
+    """A checkpoint file outside any run's checkpoints/ (downloaded, copied) belongs to no folder: resuming it
+    starts a new one under --out-dir, as a branch."""
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    loose = tmp_path / "loose.pt"
+    shutil.copy(run_dir / "checkpoints" / "step_0000002.pt", loose)
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(loose), "--steps", "3", "--out-dir", str(tmp_path / "new"),
+                           "--no-progress"]) == 0
+    (folder,) = (tmp_path / "new").iterdir()
+    assert f"(branched from {loose} at step 2)" in capsys.readouterr().out
+    assert step_files(folder) == ["step_0000003.pt"] and (folder / "final").is_dir()
+
+
 # ----------------------------------------------------------------------------- checkpoints follow the line of training
 
 
