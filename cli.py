@@ -7,6 +7,7 @@ and the errors they stand for. No torch and no project imports: every module may
 from __future__ import annotations
 
 import argparse
+import difflib
 import signal
 import sys
 from typing import Callable
@@ -22,10 +23,32 @@ class UsageError(ValueError):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, except the empty ones (None, False) whose help says what happens."""
+    """Shows each flag's default, except the empty ones (None, False) and those whose help says it."""
 
     def _get_help_string(self, action):
-        return action.help if action.default in (None, False) else super()._get_help_string(action)
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, with the one line that matters first: the error (a misspelled flag answered with
+    the closest real one, 'did you mean --steps?'), then the usage. Exit code 2, as argparse."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):
+        flags = [option for action in self._actions for option in action.option_strings if option.startswith("--")]
+        # A flag that is neither a flag nor the start of one (argparse takes --ste for --steps).
+        unknown = [w.split("=")[0] for w in getattr(self, "_argv", []) if w.startswith("--") and w != "--"
+                   and not any(f.startswith(w.split("=")[0]) for f in flags)]
+        guesses = {w: difflib.get_close_matches(w, flags, n=1, cutoff=0.6) for w in unknown}
+        if unknown:
+            message = "; ".join(f"unknown flag {w}" + (f", did you mean {g[0]}?" if g else "")
+                                for w, g in guesses.items())
+        self.exit(2, f"{self.prog}: error: {message}\n{self.format_usage()}")
 
 
 class Terminated(KeyboardInterrupt):

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cli import DataError, HelpFormatter, UsageError, run_cli
+from cli import ArgumentParser, DataError, HelpFormatter, UsageError, run_cli
 from data import BertTokenizer, LabelMap, classification_batches, encode_classification
 from files import RunFolder, atomic_write, write_folder
 from model import PRESETS, BertForSequenceClassification, CheckpointError
@@ -466,12 +466,25 @@ def classification_metrics(cm: np.ndarray) -> dict[str, float]:
 # ----------------------------------------------------------------------------- predict
 
 
+def fine_tuned_model(path: str) -> str:
+    """predict --model PATH: a fine-tuned model's folder, or a run folder holding one (its model/). A folder
+    of several (a --compare run, a sweep) names them; anything else says what it is not."""
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{path}: no such folder")
+    for folder in (path, os.path.join(path, "model")):
+        if os.path.isfile(os.path.join(folder, "labels.json")):
+            return folder
+    inside = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(path), "**", "model", "labels.json"),
+                                                          recursive=True))
+    if inside:
+        raise CheckpointError(f"{path} holds {len(inside)} fine-tuned models; give one with --model: "
+                              + ", ".join(inside[:4]) + (", ..." if len(inside) > 4 else ""))
+    raise CheckpointError(f"{path}: not a fine-tuned model (no labels.json in it or in its model/); give the model/ "
+                          "folder of a finetune_cls.py run")
+
+
 def predict_command(args) -> int:
-    model_dir = args.model if os.path.isfile(os.path.join(args.model, "labels.json")) \
-        else os.path.join(args.model, "model")  # a run directory works too
-    if not os.path.isfile(os.path.join(model_dir, "labels.json")):
-        raise CheckpointError(f"{args.model}: not a fine-tuned model (no labels.json in it or in its model/); "
-                              "give the model/ folder of a finetune_cls.py run")
+    model_dir = fine_tuned_model(args.model)
     labels = LabelMap.load(os.path.join(model_dir, "labels.json"))
     tokenizer = load_tokenizer(model_dir)
     check_vocab(model_dir, tokenizer)
@@ -507,7 +520,7 @@ def predict_command(args) -> int:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="finetune_cls.py", description=__doc__.split("\n\n")[0].strip() +
         " Run `finetune_cls.py predict --help` for classifying new text with a fine-tuned model.",
         formatter_class=HelpFormatter)
@@ -603,7 +616,7 @@ def add_logging_flags(p: argparse.ArgumentParser) -> None:
 
 
 def predict_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="finetune_cls.py predict",
+    p = ArgumentParser(prog="finetune_cls.py predict",
                                 description="Classify new text with a model saved by finetune_cls.py.",
                                 formatter_class=HelpFormatter)
     p.add_argument("texts", nargs="*", help="texts to classify (a tab inside one separates a sentence pair)")

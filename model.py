@@ -288,6 +288,9 @@ class BertPooler(nn.Module):
 # ----------------------------------------------------------------------------- checkpoints
 
 
+HEAD_KEYS = ("cls.", "classifier.")  # the pretraining heads, and a classifier's
+
+
 class BertPreTrainedModel(nn.Module):
     """Weight init and the Hugging Face checkpoint layout, shared by the three models."""
 
@@ -353,10 +356,13 @@ class BertPreTrainedModel(nn.Module):
                                   f"e.g. {', '.join(fatal[:3])}")
         self.load_state_dict(loaded, strict=False)
         self.tie_weights()
-        if missing:
-            log.warning("%s: initialised fresh (not in checkpoint): %s", source, ", ".join(missing))
-        if unexpected:
-            log.warning("%s: ignored weights the model does not use: %s", source, ", ".join(unexpected))
+        # A head the checkpoint lacks (a new classifier on a pretrained encoder) and another model's heads it
+        # holds (the MLM and NSP heads, to a classifier) are what loading into another head model means:
+        # said at INFO. Anything else is a warning.
+        for keys, what in ((missing, "new, not in the checkpoint"), (unexpected, "in the checkpoint, not used")):
+            normal = all(k.startswith(self.optional_keys + HEAD_KEYS) for k in keys)
+            if keys:
+                log.log(logging.INFO if normal else logging.WARNING, "%s: %s: %s", source, what, ", ".join(keys))
         self.load_report = {"missing": missing, "unexpected": unexpected}
 
     def normalise_key(self, key: str) -> str | None:

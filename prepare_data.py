@@ -18,13 +18,12 @@ import argparse
 import shlex
 import sys
 
-from cli import run_cli
+from cli import ArgumentParser, HelpFormatter, run_cli
 from token_cache import default_cache_dir, default_workers, prepare_pretraining_corpus
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0].strip(), formatter_class=HelpFormatter)
     p.add_argument("--data", nargs="+", metavar="PATH",
                    help="corpus files, folders or glob patterns (.txt in BERT's format, plain prose or WikiText; "
                         ".jsonl; .parquet; any of them .gz); default: the embedded corpus")

@@ -154,8 +154,11 @@ def initial_model(s, init: str, train_texts: list[str], labels: LabelMap, like: 
     tokenizer = load_tokenizer(model_dir)
     check_vocab(model_dir, tokenizer)
     model = BertForSequenceClassification.from_pretrained(model_dir, id2label=id2label)
-    fresh = ", ".join(model.load_report["missing"]) or "nothing"
-    return model, tokenizer, model_dir, f"{model_dir} (initialised fresh: {fresh})"
+    new = ["a new classifier head"] if any(k.startswith("classifier.") for k in model.load_report["missing"]) else []
+    if any(k.startswith("bert.pooler.") for k in model.load_report["missing"]):
+        new.append("a new pooler (the checkpoint has none)")
+    return model, tokenizer, model_dir, f"the pretrained encoder of {model_dir}" + (
+        f", with {' and '.join(new)}" if new else ", with its own classifier head")
 
 
 def default_lr(config: BertConfig) -> float:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from checkpoints import (Checkpointer, STEP_FILE, find_checkpoint, load_checkpoint, run_home, set_rng_state,
                          step_checkpoints)
-from cli import DataError, HelpFormatter, UsageError, run_cli
+from cli import ArgumentParser, DataError, HelpFormatter, UsageError, run_cli
 from data import Prefetcher, PretrainingData
 from files import RunFolder, atomic_write, check_run_name, remove_stale_temporaries, write_folder, write_text_atomic
 from model import (BertConfig, BertForPreTraining, CheckpointError, PRESETS, activation_bytes_per_sequence,
@@ -130,6 +130,7 @@ def train(s: Settings, resume: Resume | None, run: RunFolder) -> int:
                 log.remeasure_peak(device, PRECISION_DTYPES[s.precision])
             if is_main:
                 log_eval(writer, metrics, step)
+            log.evaluation(step, metrics)
             if checkpoints.improves(metrics["loss"]):
                 checkpoints.save("best.pt", step)
         if is_main and viz_due(s, step):
@@ -194,7 +195,11 @@ def forward_backward(model, micro: list[dict], scaler, autocast, no_nsp: bool) -
 class TrainLog:
     """Train scalars every --log-interval steps, averaged over the steps since the last: to TensorBoard,
     and to the terminal as a progress bar, or as a plain line (step, loss, lr, tokens/s, ETA) when the
-    output goes to a file, as on a cluster. Only the first process logs (writer None elsewhere)."""
+    output goes to a file, as on a cluster; each evaluation as a line too. Only the first process logs
+    (writer None elsewhere). The ETA comes from a smoothed step time: on a shared machine one window's
+    time can be three times the next's, and an ETA that jumps with it is no ETA at all."""
+
+    SMOOTHING = 0.9  # of the step time, per logged window (an average with bias correction, as Adam's)
 
     def __init__(self, writer, s: Settings, step: int, world: int, flops_per_sequence: float, peak_flops: float):
         self.writer, self.s, self.peak = writer, s, peak_flops
@@ -202,6 +207,7 @@ class TrainLog:
         self.flops_per_step = flops_per_sequence * s.batch_size * s.grad_accum
         self.window = self._empty()
         self.t_start = time.perf_counter()
+        self.step_time, self.windows = 0.0, 0  # the smoothed step time, and the windows in it
         self.progress = None
         if writer is not None and not s.no_progress and sys.stderr.isatty():
             from tqdm import tqdm
@@ -239,11 +245,26 @@ class TrainLog:
             self.progress.set_postfix(loss=f"{scalars['Loss/train']:.3f}", lr=f"{lr:.2e}",
                                       tok_s=f"{scalars['Perf/tokens_per_sec']:,.0f}", refresh=False)
         else:
-            eta = int((self.s.steps - step) * step_time)
+            self.windows += 1
+            self.step_time = self.SMOOTHING * self.step_time + (1 - self.SMOOTHING) * step_time
+            eta = int((self.s.steps - step) * self.step_time / (1 - self.SMOOTHING ** self.windows))
             print(f"step {step}/{self.s.steps}: loss {scalars['Loss/train']:.4f}, lr {lr:.2e}, "
                   f"{scalars['Perf/tokens_per_sec']:,.0f} tok/s, mfu {scalars['Perf/mfu']:.1%}, "
                   f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}", flush=True)
         self.window = self._empty()
+
+    def evaluation(self, step: int, m: dict) -> None:
+        """The valid metrics of an evaluation, as a line (above the bar on a terminal)."""
+        if self.writer is None:
+            return
+        line = (f"eval at step {step}: valid loss {m['loss']:.4f}"
+                + (f" (MLM {m['mlm_loss']:.4f} + NSP {m['nsp_loss']:.4f})" if "nsp_loss" in m else "")
+                + f", MLM accuracy {m['mlm_acc']:.2%} (unigram baseline {m['unigram_acc']:.2%})"
+                + (f", NSP accuracy {m['nsp_acc']:.1%}" if "nsp_acc" in m else ""))
+        if self.progress:
+            self.progress.write(line)
+        else:
+            print(line, flush=True)
 
     def close(self) -> None:
         if self.progress:
@@ -483,6 +504,8 @@ def print_summary(m: dict, run_dir: str, export_dir: str, s: Settings, seconds: 
     print(f"checkpoints: {os.path.join(run_dir, 'checkpoints')}")
     print(f"model (Hugging Face layout): {export_dir}")
     print(f"view the logs: tensorboard --logdir {s.out_dir}")
+    print(f"next, fine-tune it: python finetune_cls.py --init {export_dir}   (add --compare to see what pretraining "
+          "gave over a scratch baseline)")
 
 
 # ----------------------------------------------------------------------------- settings and resume
@@ -726,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(), formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0].strip(), formatter_class=HelpFormatter)
     for add_flags in (add_model_flags, add_data_flags, add_optimisation_flags, add_logging_flags, add_system_flags):
         add_flags(p)
     return p

@@ -135,12 +135,13 @@ def test_confusion_image_is_an_hwc_heat_map():
 # ----------------------------------------------------------------------------- training end to end
 
 
-def test_finetune_from_newest_pretraining_run_logs_saves_and_predicts(env, capsys):
+def test_finetune_from_newest_pretraining_run_logs_saves_and_predicts(env, capsys, caplog):
     tmp_path, files, flags = env
     assert main([*flags, "--train", files["train"], "--valid", files["valid"], "--test", files["test"],
                  "--epochs", "2"]) == 0
     out = capsys.readouterr().out
-    assert f"init: {tmp_path / 'runs' / 'pre' / 'final'}" in out
+    assert f"init: the pretrained encoder of {tmp_path / 'runs' / 'pre' / 'final'}, with a new classifier head" in out
+    assert not [r.message for r in caplog.records if r.levelname == "WARNING"]  # nothing that reads as an error
     epochs = re.findall(r"^Epoch (\d+): Train Loss = \d+\.\d{4}, Valid Loss = \d+\.\d{4}, Valid Acc = \d\.\d{4}$",
                         out, re.M)
     assert epochs == ["1", "2"]
@@ -283,7 +284,7 @@ def test_hugging_face_checkpoint_in_and_out(env, capsys):
     transformers.BertForMaskedLM(cfg).save_pretrained(hf_dir)
     (hf_dir / "vocab.txt").write_text((tmp_path / "vocab.txt").read_text())  # no tokenizer_config.json
     assert main(["--train", files["train"], "--init", str(hf_dir), *flags]) == 0
-    assert f"init: {hf_dir}" in capsys.readouterr().out
+    assert f"init: the pretrained encoder of {hf_dir}" in capsys.readouterr().out
     model_dir = run_dirs(tmp_path)[0] / "model"
     theirs = transformers.BertForSequenceClassification.from_pretrained(model_dir).eval()
     ours = finetune_cls.BertForSequenceClassification.from_pretrained(str(model_dir)).eval()
@@ -492,6 +493,8 @@ def bad_inputs(tmp_path, files):
     for name in ("classifier", "payload"):  # a fine-tuned model's folder, for predict
         (tmp_path / name / "labels.json").write_text(json.dumps({"labels": ["neg", "pos"]}))
     (tmp_path / "binary.txt").write_bytes(b"fine text\n\x00\x01\x02\xff binary\n")
+    for side in ("pretrained", "scratch"):  # a --compare run: two models, neither at the top
+        shutil.copytree(tmp_path / "classifier", tmp_path / "cmp" / side / "model")
     return dict(files, tmp=str(tmp_path), empty=empty, unseen=unseen, nolabel=nolabel, bad=str(bad), **folders)
 
 
@@ -535,14 +538,17 @@ BAD_INPUT_CASES = [  # (arguments, exit code, what the line must name); {train} 
     (["--train", "{train}", "--init", "{payload}"], 1, ["pytorch_model.bin: refused, not a checkpoint of this project"]),
     (["predict", "--model", "{payload}", "hi"], 1, ["pytorch_model.bin: refused, not a checkpoint of this project"]),
     (["predict", "--model", "{classifier}", "--file", "{tmp}/binary.txt"], 1, ["binary.txt:2: a binary file"]),
+    (["predict", "--model", "{tmp}/runs/nosuch/model", "hi"], 1, ["runs/nosuch/model: no such folder"]),
+    (["predict", "--model", "{tmp}/cmp", "hi"], 1, ["cmp holds 2 fine-tuned models; give one with --model",
+                                                   "cmp/pretrained/model, ", "cmp/scratch/model"]),
     (["--train", "{train}", "--run-name", "../x"], 2, ["a run name is one folder name"]),
 ]
 
 
 @pytest.mark.parametrize("argv, code, fragments", BAD_INPUT_CASES, ids=[" ".join(c[0][:4]) for c in BAD_INPUT_CASES])
 def test_bad_input_is_one_clear_line_and_writes_nothing(env, capsys, argv, code, fragments):
-    """One `error:` line (argparse's own errors print the usage first), the documented exit code (2 for
-    usage, as argparse; 1 for bad data or checkpoints), no run folder, and nothing overwritten."""
+    """One `error:` line, first (argparse's own errors print the usage after it), the documented exit code
+    (2 for usage, as argparse; 1 for bad data or checkpoints), no run folder, and nothing overwritten."""
     tmp_path, files, flags = env
     paths = bad_inputs(tmp_path, files)
     argv = [a.format(**paths) for a in argv]
@@ -556,10 +562,10 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(env, capsys, argv, code,
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert got == code, err
-    assert "Traceback" not in err and lines[-1].startswith(("error: ", "finetune_cls.py: error: ")), err
-    assert len(lines) == 1 or lines[0].startswith("usage:"), err
+    assert "Traceback" not in err and lines[0].startswith(("error: ", "finetune_cls.py: error: ")), err
+    assert len(lines) == 1 or lines[1].startswith("usage:"), err
     for fragment in fragments:
-        assert fragment in lines[-1], (fragment, err)
+        assert fragment in lines[0], (fragment, err)
     assert [p.name for p in run_dirs(tmp_path)] == ["cls-mine"]  # no run folder for a failed run
     assert (tmp_path / "runs" / "cls-mine" / "keep.txt").read_text() == "precious"
     assert not (tmp_path / "payload-ran").exists() and not (tmp_path / "x").exists()

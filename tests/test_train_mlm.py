@@ -4,6 +4,8 @@ import contextlib
 import json
 import math
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -520,3 +522,35 @@ def test_settings_are_resolved_once_and_read_only():
     assert s.warmup == 20 and s.max_predictions == 16 and s.run_name.endswith("-tiny")
     with pytest.raises(AttributeError, match="read-only"):
         s.steps = 300
+
+
+def test_the_eta_is_smoothed_and_each_evaluation_says_the_valid_loss(run, monkeypatch, capsys):
+    """A captured run (lines as a log file gets them) on a machine whose load changes: every step takes 1 to 3
+    seconds of a fake clock, at random. From the third line on, the finish the ETA projects (time so far +
+    ETA) moves by at most 25% from one line to the next; an ETA from each window's own rate would not."""
+    rng, clock, finished_at = random.Random(0), {"now": 0.0}, []
+    forward_backward = train_mlm.forward_backward
+
+    def loaded_forward_backward(*args, **kwargs):
+        clock["now"] += rng.uniform(1, 3)  # the step's time, as the loop measures it
+        finished_at.append(clock["now"])
+        return forward_backward(*args, **kwargs)
+    monkeypatch.setattr(train_mlm, "forward_backward", loaded_forward_backward)
+    monkeypatch.setattr(train_mlm.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(train_mlm, "measure_peak_flops", lambda *args: 1e12)
+    code, _ = run("--steps", "60", "--log-interval", "3", "--eval-interval", "20", "--viz-interval", "0")
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = [(int(m[1]), int(m[2]) * 3600 + int(m[3]) * 60 + int(m[4]))
+             for m in re.finditer(r"^step (\d+)/60: .* ETA (\d+):(\d\d):(\d\d)$", out, re.M)]
+    assert [step for step, _ in lines] == list(range(3, 61, 3))
+    projected = [finished_at[step - 1] + eta for step, eta in lines]
+    changes = [abs(b / a - 1) for a, b in zip(projected[2:], projected[3:])]
+    assert max(changes) <= 0.25, changes
+    windows = [(finished_at[s - 1] - (finished_at[s - 4] if s > 3 else 0)) / 3 for s, _ in lines]
+    raw = [finished_at[s - 1] + (60 - s) * w for (s, _), w in zip(lines, windows)]
+    assert max(abs(b / a - 1) for a, b in zip(raw[2:], raw[3:])) > 0.25  # what the smoothing is for
+    evals = re.findall(r"^eval at step (\d+): valid loss \d+\.\d{4} \(MLM \d+\.\d{4} \+ NSP \d\.\d{4}\), MLM accuracy "
+                       r"\d+\.\d\d% \(unigram baseline \d+\.\d\d%\), NSP accuracy \d+\.\d%$", out, re.M)
+    assert evals == ["20", "40", "60"]
+    assert "next, fine-tune it: python finetune_cls.py --init " in out
