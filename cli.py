@@ -10,6 +10,7 @@ import argparse
 import difflib
 import signal
 import sys
+import unicodedata
 from typing import Callable
 
 
@@ -49,6 +50,16 @@ class ArgumentParser(argparse.ArgumentParser):
             message = "; ".join(f"unknown flag {w}" + (f", did you mean {g[0]}?" if g else "")
                                 for w, g in guesses.items())
         self.exit(2, f"{self.prog}: error: {message}\n{self.format_usage()}")
+
+
+def display_width(text: str) -> int:
+    """Columns `text` takes on a terminal: two for a wide character (Chinese, Japanese, Korean)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def pad(text: str, width: int) -> str:
+    """text left-aligned in `width` terminal columns, as f"{text:<width}" for narrow characters."""
+    return text + " " * max(0, width - display_width(text))
 
 
 class Terminated(KeyboardInterrupt):

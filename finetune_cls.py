@@ -13,7 +13,8 @@ The recipe is BERT's (Devlin et al., 2018, appendix A.3): AdamW, lr 2e-5..5e-5, 
 linear decay, 3 epochs, batch 32, max length 128, gradient clipping. Batches are padded to their longest
 sequence, with length bucketing, instead of always to 128.
 
-Everything a run makes lands in runs/cls-<task>-<time>/: TensorBoard events, model/ (the best epoch by
+Everything a run makes lands in runs/cls-<task>-<time>/ (<task>: docsource, the GLUE task, or the name of your
+--train file, as the first line of the run says): TensorBoard events, model/ (the best epoch by
 the validation metric, in the Hugging Face layout, plus labels.json) and results.json. The "cls-" prefix
 and model/ (never final/) keep fine-tuning runs apart from train_mlm.py's pretraining runs. --compare
 puts the two runs in pretrained/ and scratch/ (sibling TensorBoard runs, so their curves overlay) and
@@ -46,15 +47,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cli import ArgumentParser, DataError, HelpFormatter, UsageError, run_cli
+from cli import ArgumentParser, DataError, HelpFormatter, UsageError, display_width, pad, run_cli
 from data import BertTokenizer, LabelMap, classification_batches, encode_classification
 from files import RunFolder, atomic_write, write_folder
 from model import PRESETS, BertForSequenceClassification, CheckpointError
 from pretrained import (check_vocab, checkpoint_dir, choose_init, default_lr, initial_model, load_tokenizer,
-                        newest_pretrained, tokenizer_settings)
+                        newest_pretrained, tokenizer_settings, warn_if_misread)
 from tasks import GLUE_BASE_URL, GLUE_TASKS, Task, load_task, per_class_subset
 from token_cache import default_cache_dir
-from tokenization import decode_text
+from tokenization import decode_text, vocab_size_problem
 from training import (Settings, StopSignal, autocast_for, check_precision, lr_lambda, make_optimizer,
                       seed_everything, setup_device)
 from visuals import log_projector, log_settings, log_validation, summary_writer
@@ -89,7 +90,10 @@ def fine_tune(s: Settings, task: Task, init: str, run_dir: str, device: torch.de
     scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
     autocast = autocast_for(device, s.precision)
     print_setup(s, task, labels, init_note, model, tokenizer, lr, epochs, steps_per_epoch, device)
+    warn_if_misread(tokenizer, task.train_texts(), init if init != "scratch" else tokenizer.vocab_file,
+                    picked=s.init is None or (init == "scratch" and not s.vocab and like is None))
     warn_if_longer_than_pretrained(init, max_length, train_set)
+    warn_if_too_little(epochs * steps_per_epoch, task.train, labels)
     writer = open_writer(run_dir, s, seed, task, init_note)
     model_dir = os.path.join(run_dir, "model")
 
@@ -196,6 +200,19 @@ def warn_if_longer_than_pretrained(init: str, max_length: int, train_set: list[d
                   f"start untrained (--max-length {pretrained_length} truncates them instead)")
 
 
+# Below these a run cannot learn much, whatever the model: the embedded task's default run takes 300 steps of
+# 800 examples a class; --per-class sweeps raise a subset's steps to 150 (--min-steps).
+FEW_STEPS, FEW_EXAMPLES = 50, 8
+
+
+def warn_if_too_little(steps: int, train: list, labels: LabelMap) -> None:
+    per_class = min(sum(e.label == label for e in train) for label in labels.labels)
+    if steps < FEW_STEPS or per_class < FEW_EXAMPLES:
+        print(f"warning: {steps} optimizer steps, {per_class} train examples in the smallest class: too little to learn "
+              f"much (at least {FEW_STEPS} steps and {FEW_EXAMPLES} examples a class); add examples, --epochs or "
+              "--min-steps", flush=True)
+
+
 def open_writer(run_dir: str, s: Settings, seed: int, task: Task, init_note: str):
     writer = summary_writer(run_dir)
     print(f"logs: {run_dir}")
@@ -267,15 +284,19 @@ def print_report(result: dict, labels: list[str], split: str, best_epoch: int, m
     print(f"{split} set ({int(cm.sum())} examples), best epoch {best_epoch} by valid {metric}:")
     print(f"  accuracy {result['acc']:.4f}  macro-F1 {result['f1']:.4f}  MCC {result['mcc']:.4f}  "
           f"loss {result['loss']:.4f}")
-    width = max(8, *map(len, labels))
-    print(f"  {'class':<{width}}  precision  recall  f1      support")
+    width = max(8, *map(display_width, labels))  # a Chinese label takes two columns a character
+    print(f"  {pad('class', width)}  precision  recall  f1      support")
     for c, label in enumerate(labels):
         tp, pred, true = cm[c, c], cm[:, c].sum(), cm[c].sum()
         p, r = tp / max(pred, 1), tp / max(true, 1)
-        print(f"  {label:<{width}}  {p:9.4f}  {r:6.4f}  {2 * p * r / max(p + r, 1e-12):6.4f}  {int(true):7d}")
+        print(f"  {pad(label, width)}  {p:9.4f}  {r:6.4f}  {2 * p * r / max(p + r, 1e-12):6.4f}  {int(true):7d}")
     print("  confusion matrix (rows: true, columns: predicted):")
     for label, row in zip(labels, cm):
-        print(f"  {label:<{width}}  " + " ".join(f"{int(v):6d}" for v in row))
+        print(f"  {pad(label, width)}  " + " ".join(f"{int(v):6d}" for v in row))
+    majority = cm.sum(1).max() / cm.sum()
+    if result["acc"] <= majority + 0.01:
+        print(f"warning: accuracy {result['acc']:.4f} is chance: always answering {labels[cm.sum(1).argmax()]!r}, the "
+              f"commonest class of this split, scores {majority:.4f}. The model has learned nothing usable")
     print(f"model: {model_dir}  ({wall:.0f}s in all)")
     print(f"classify new text: python {os.path.relpath(__file__)} predict --model {model_dir} \"some text\"")
 
@@ -286,7 +307,6 @@ def print_report(result: dict, labels: list[str], split: str, best_epoch: int, m
 def train_command(s: Settings) -> int:
     device = setup_device(s.device)
     check_precision(s.precision, device)
-    task_name = "files" if s.train else s.task
     if s.run_name and os.path.lexists(os.path.join(s.out_dir, s.run_name)):  # said before the data is read
         raise UsageError(f"{os.path.join(s.out_dir, s.run_name)} exists (another run's folder; nothing in it was "
                          "touched): choose another --run-name")
@@ -306,7 +326,7 @@ def train_command(s: Settings) -> int:
     stop.install()
     # The folder is claimed (a generated name gets -1, -2 ... when another run took it in the same second),
     # and removed again if the runs end before any model is saved in it.
-    with RunFolder.create(s.out_dir, s.run_name or f"cls-{task_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+    with RunFolder.create(s.out_dir, s.run_name or f"cls-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                           numbered=not s.run_name) as run:
         try:
             if len(runs) > 1:
@@ -654,6 +674,8 @@ def check_train_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
             p.error(f"--per-class takes positive numbers or 'all', got {n}")
     if args.min_steps is not None and args.min_steps < 0:
         p.error(f"--min-steps must not be negative, got {args.min_steps}")
+    if vocab_size_problem(args.vocab_size):
+        p.error(vocab_size_problem(args.vocab_size))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import sys
 
 from cli import ArgumentParser, HelpFormatter, run_cli
 from token_cache import default_cache_dir, default_workers, prepare_pretraining_corpus
+from tokenization import vocab_size_problem
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("vocab_size", "vocab_sample", "workers"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if vocab_size_problem(args.vocab_size, not args.cased):
+        p.error(vocab_size_problem(args.vocab_size, not args.cased))
     # SIGTERM stops as Ctrl-C does: nothing half-prepared is kept, in the cache or the system's temporary folder
     return run_cli(lambda: prepare(args), interrupted="interrupted: nothing of this preparation was kept", sigterm=True)
 

@@ -611,5 +611,10 @@ def _train_cached(texts: Iterable[str], vocab_size: int, path: str, do_lower_cas
             train_wordpiece_vocab(texts, vocab_size, path, do_lower_case=do_lower_case)  # writes atomically
         except OSError as e:  # a full disk, an unwritable --cache-dir
             raise DataError(f"{e.filename or path}: {e.strerror or e} while writing the vocabulary") from None
+        with open(path, encoding="utf-8") as f:
+            size = sum(1 for _ in f)
         print(f"vocabulary trained in {time.time() - t0:.1f}s: {path}", file=sys.stderr)
+        if size < vocab_size:
+            print(f"note: {size:,} tokens, not {vocab_size:,}: the text has no more pieces that occur twice or more "
+                  "(more text gives a fuller vocabulary)", file=sys.stderr)
     return path

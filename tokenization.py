@@ -206,6 +206,20 @@ class BertTokenizer:
             ids.extend(known if known is not None else self._word_ids(word))
         return ids
 
+    def reading(self, texts: Iterable[str]) -> tuple[float, float]:
+        """How well this vocabulary reads `texts`: (share of [UNK] among the word pieces, pieces per word, a
+        word being what BERT's basic tokenizer splits off: a word, a punctuation mark, a CJK character).
+        On the language it was trained on: well under 1% and 1.0-1.6; on another, most words are [UNK] or
+        spelled out letter by letter (4 or more pieces a word)."""
+        words = pieces = unknown = 0
+        for text in texts:
+            for word in _whitespace_words(text):
+                ids = self._cache.get(word) or self._word_ids(word)
+                words += 1 if word in SPECIAL_TOKENS else len(_split_word(word, self.do_lower_case))
+                pieces += len(ids)
+                unknown += ids.count(self.unk_token_id)
+        return unknown / max(pieces, 1), pieces / max(words, 1)
+
     def tokenize(self, text: str) -> list[str]:
         return self.convert_ids_to_tokens(self.tokenize_to_ids(text))
 
@@ -335,6 +349,21 @@ def train_wordpiece_vocab(texts: Iterable[str], vocab_size: int, out_file: str, 
             add_word(w, +1)
     write_text_atomic(out_file, "".join(t + "\n" for t in vocab))
     return vocab
+
+
+def min_vocab_size(do_lower_case: bool = True) -> int:
+    """The smallest vocabulary train_wordpiece_vocab makes: the special tokens and both forms (plain and '##')
+    of every printable ASCII character (upper case too when cased)."""
+    return len(SPECIAL_TOKENS) + 2 * (94 - (26 if do_lower_case else 0))
+
+
+def vocab_size_problem(vocab_size: int, do_lower_case: bool = True) -> str | None:
+    """What --vocab-size says when it is below min_vocab_size (None when it is not)."""
+    low = min_vocab_size(do_lower_case)
+    if vocab_size >= low:
+        return None
+    return (f"--vocab-size must be at least {low} (the special tokens and both forms of every printable ASCII "
+            f"character{'' if do_lower_case else ', upper case too with --cased'}), got {vocab_size}")
 
 
 def _alphabet(word_counts: dict[str, int], room: int, do_lower_case: bool) -> list[str]:

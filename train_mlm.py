@@ -42,6 +42,7 @@ from model import (BertConfig, BertForPreTraining, CheckpointError, PRESETS, act
                    first_line, pretraining_flops_per_sequence)
 from token_cache import (TOO_FEW_DOCUMENTS, default_cache_dir, default_workers, prepare_pretraining_corpus,
                          split_document_ids)
+from tokenization import min_vocab_size, vocab_size_problem
 from training import (PRECISION_DTYPES, Settings, StopSignal, Timer, autocast_for, check_precision,
                       device_memory, lr_lambda, make_optimizer, measure_peak_flops, seed_everything, setup_device,
                       sync)
@@ -402,6 +403,10 @@ def prepare_data(s, is_main: bool) -> tuple:
         raise DataError(f"{' '.join(s.data or ['default corpus'])}: too few documents ({n}) for a train/valid "
                         f"split: {TOO_FEW_DOCUMENTS}")
     train_ids, valid_ids = split_document_ids(n, s.valid_fraction, s.seed)
+    if is_main and len(valid_ids) > 2 * s.valid_fraction * n:  # one document is already too large a share
+        print(f"note: {len(valid_ids)} of the corpus's {n} documents ({len(valid_ids) / n:.0%}) are held out for "
+              f"validation, not {s.valid_fraction:.0%} (--valid-fraction): too few documents to split finer; "
+              "give more text, or separate documents with blank lines", file=sys.stderr)
     meta = corpus.info
     info = dict(info, documents=meta["documents"], sentences=meta["sentences"], words=meta["words"],
                 tokens=meta["tokens"], cache=corpus.folder)
@@ -564,6 +569,8 @@ def settings_problem(v: dict) -> str | None:
             return f"--{name.replace('_', '-')} must be positive, got {v[name]}"
     if not 0 < v["valid_fraction"] < 1:
         return f"--valid-fraction must be between 0 and 1, got {v['valid_fraction']}"
+    if v["vocab_size"] < min_vocab_size(not v["cased"]):
+        return vocab_size_problem(v["vocab_size"], not v["cased"])
     if v["viz_interval"] < 0 or v["lr"] <= 0 or v["warmup"] < 0:
         return "--viz-interval, --lr and --warmup must not be negative (and --lr not zero)"
     if not 0 < v["decay"] <= 1:

@@ -89,6 +89,7 @@ TRAIN_CASES = [  # (flags, exit code, what the line must name)
     (["--layers", "1000", "--hidden", "65536", "--heads", "1"], 2, "GiB, more than the"),
     (["--batch-size", "1000000000"], 2, "--batch-size 1000000000 x --seq-len 64: a step of this model needs"),
     (["--run-name", "../x"], 2, "a run name is one folder name"),
+    (["--vocab-size", "100"], 2, "--vocab-size must be at least 141"),
     (["--cache-dir", "{file_as_dir}/cache"], 1, "while writing the vocabulary"),
 ]
 
@@ -124,6 +125,7 @@ def test_train_mlm_bad_input(files, tmp_path, capsys, flags, expected_code, frag
 
 PREPARE_CASES = [
     (["--workers", "0"], 2, "--workers"), (["--vocab-size", "0"], 2, "--vocab-size"),
+    (["--vocab-size", "150", "--cased"], 2, "--vocab-size must be at least 193"),
     (["--data", "{missing}"], 1, "missing.txt: no such file"), (["--data", "{latin1}"], 1, "latin1.txt:91"),
     (["--data", "{badjson}"], 1, "bad.jsonl:2: bad JSON"), (["--data", "{nopunct}"], 1, "no sentence punctuation"),
     (["--data", "{good}", "--vocab", "{nospecial}"], 1, "lacks the special token"),

@@ -542,6 +542,7 @@ BAD_INPUT_CASES = [  # (arguments, exit code, what the line must name); {train} 
     (["predict", "--model", "{tmp}/cmp", "hi"], 1, ["cmp holds 2 fine-tuned models; give one with --model",
                                                    "cmp/pretrained/model, ", "cmp/scratch/model"]),
     (["--train", "{train}", "--run-name", "../x"], 2, ["a run name is one folder name"]),
+    (["--train", "{train}", "--init", "scratch", "--vocab-size", "100"], 2, ["--vocab-size must be at least 141"]),
 ]
 
 
@@ -632,7 +633,7 @@ def test_two_runs_in_the_same_second_get_two_folders(env, monkeypatch):
     monkeypatch.setattr(finetune_cls.time, "strftime", lambda *a: "20261201-120000")
     for _ in range(2):
         assert main([*flags, "--train", files["train"]]) == 0
-    assert [p.name for p in run_dirs(tmp_path)] == ["cls-files-20261201-120000", "cls-files-20261201-120000-1"]
+    assert [p.name for p in run_dirs(tmp_path)] == ["cls-train-20261201-120000", "cls-train-20261201-120000-1"]
     assert all((p / "model" / "labels.json").exists() for p in run_dirs(tmp_path))
 
 
