@@ -11,7 +11,7 @@ import difflib
 import signal
 import sys
 import unicodedata
-from typing import Callable
+from typing import Callable, Iterable
 
 
 class DataError(ValueError):
@@ -27,7 +27,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each flag's default, except the empty ones (None, False) and those whose help says it."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False) or "default" in (action.help or ""):
+        if action.default in (None, False) or "default:" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -50,6 +50,15 @@ class ArgumentParser(argparse.ArgumentParser):
             message = "; ".join(f"unknown flag {w}" + (f", did you mean {g[0]}?" if g else "")
                                 for w, g in guesses.items())
         self.exit(2, f"{self.prog}: error: {message}\n{self.format_usage()}")
+
+
+def not_positive(values: dict, names: Iterable[str]) -> str | None:
+    """'--name must be positive, got v' for the first of `names` not above zero in `values` (None: all are):
+    the check every script makes of its counts and sizes."""
+    for name in names:
+        if values[name] <= 0:
+            return f"--{name.replace('_', '-')} must be positive, got {values[name]}"
+    return None
 
 
 def display_width(text: str) -> int:

@@ -17,7 +17,6 @@ import inspect
 import json
 import math
 import os
-import random
 import re
 import sys
 import sysconfig
@@ -514,18 +513,6 @@ def sample_sentences(files: list[str], max_bytes: int, text_field: str = "text",
                 for document in parse_chunk(chunk):
                     yield from document
             n += 1
-
-
-def split_documents(documents: list, valid_fraction: float, seed: int) -> tuple[list, list]:
-    """(train, valid): a deterministic random valid_fraction of the documents (at least one when
-    valid_fraction > 0 and there are two or more), both keeping the original order."""
-    if not 0 <= valid_fraction < 1:
-        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
-    n_valid = min(len(documents) - 1, max(1, round(len(documents) * valid_fraction))) if valid_fraction > 0 else 0
-    held_out = set(random.Random(seed).sample(range(len(documents)), max(0, n_valid)))
-    train = [d for i, d in enumerate(documents) if i not in held_out]
-    valid = [d for i, d in enumerate(documents) if i in held_out]
-    return train, valid
 
 
 # -----------------------------------------------------------------------------

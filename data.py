@@ -23,23 +23,37 @@ import numpy as np
 import torch
 
 from cli import DataError
-from corpus import (corpus_files, default_corpus, default_corpus_file, jsonl_rows,
-                    read_documents, split_documents, split_sentences)
-from files import write_text_atomic
+from corpus import corpus_files, default_corpus, default_corpus_file, jsonl_rows, read_documents, split_sentences
+from files import write_json, write_text_atomic
 from token_cache import (TokenizedCorpus, cached_vocab, corpus_vocab, open_prepared, prepare_corpus,
-                         prepare_pretraining_corpus, split_document_ids, tokenize_corpus)
+                         prepare_pretraining_corpus, tokenize_corpus)
 from tokenization import SPECIAL_TOKENS, BertTokenizer, read_text, train_wordpiece_vocab
 
 # The names of the data path, wherever they live: `from data import ...` is the one import a user needs.
 __all__ = ["DataError", "SPECIAL_TOKENS", "BertTokenizer", "train_wordpiece_vocab", "read_text", "write_text_atomic",
-           "corpus_files", "read_documents", "split_documents", "split_sentences", "default_corpus",
+           "corpus_files", "read_documents", "split_sentences", "default_corpus",
            "default_corpus_file", "jsonl_rows", "TokenizedCorpus", "tokenize_corpus", "prepare_corpus",
-           "open_prepared", "prepare_pretraining_corpus", "split_document_ids", "cached_vocab", "corpus_vocab", "truncate_seq_pair",
+           "open_prepared", "prepare_pretraining_corpus", "split_ids", "cached_vocab", "corpus_vocab", "truncate_seq_pair",
            "PretrainingData", "Prefetcher", "ClassificationExample", "read_classification_file", "LabelMap",
            "encode_classification", "classification_batches"]
 
 # -----------------------------------------------------------------------------
 # Pretraining instances with dynamic masking (Google's create_pretraining_data.py)
+
+
+def split_ids(n: int, fraction: float, seed: int, cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(kept ids, held-out ids), both ascending: a seeded random share `fraction` of n items (a corpus's
+    documents, a task's examples) held out for validation: at least one when fraction > 0 and n >= 2,
+    never all of them, at most `cap`. The one split of the project: train_mlm.py's and finetune_cls.py's."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    k = min(n - 1, max(1, round(n * fraction))) if fraction > 0 else 0
+    if cap is not None:
+        k = min(k, cap)
+    held = np.zeros(n, dtype=bool)
+    held[random.Random(seed).sample(range(n), max(0, k))] = True
+    dtype = np.int32 if n < 2 ** 31 else np.int64  # 4 bytes an id: a corpus may have millions of documents
+    return np.flatnonzero(~held).astype(dtype), np.flatnonzero(held).astype(dtype)
 
 
 def truncate_seq_pair(tokens_a: list, tokens_b: list, max_num_tokens: int, rng: random.Random) -> None:
@@ -449,7 +463,7 @@ class LabelMap:
         return len(self.labels)
 
     def save(self, path: str) -> None:
-        write_text_atomic(path, json.dumps({"labels": self.labels}, indent=1))
+        write_json(path, {"labels": self.labels})
 
     @classmethod
     def load(cls, path: str) -> "LabelMap":

@@ -15,6 +15,7 @@ No torch, no project imports but cli's errors: every module may use it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -50,6 +51,10 @@ def atomic_write(path: str, write: Callable) -> None:
 
 def write_text_atomic(path: str, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path: str, value) -> None:
+    write_text_atomic(path, json.dumps(value, indent=1, ensure_ascii=False))
 
 
 def write_folder(path: str, fill: Callable[[str], None]) -> None:

@@ -47,9 +47,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cli import ArgumentParser, DataError, HelpFormatter, UsageError, display_width, pad, run_cli
+from cli import ArgumentParser, DataError, HelpFormatter, UsageError, display_width, not_positive, pad, run_cli
 from data import BertTokenizer, LabelMap, classification_batches, encode_classification
-from files import RunFolder, atomic_write, write_folder
+from files import RunFolder, write_folder, write_json
 from model import PRESETS, BertForSequenceClassification, CheckpointError
 from pretrained import (check_vocab, checkpoint_dir, choose_init, default_lr, initial_model, load_tokenizer,
                         newest_pretrained, tokenizer_settings, warn_if_misread)
@@ -131,7 +131,7 @@ def fine_tune(s: Settings, task: Task, init: str, run_dir: str, device: torch.de
                "epochs_run": history[-1]["epoch"], "metric": task.metric, "history": history, "split": final_split,
                **{k: float(result[k]) for k in ("loss", "acc", "f1", "mcc")}, "best_valid": float(best),
                "confusion_matrix": result["cm"].tolist(), "wall_seconds": round(wall, 1)}
-    atomic_write(os.path.join(run_dir, "results.json"), lambda f: f.write(json.dumps(results, indent=1).encode()))
+    write_json(os.path.join(run_dir, "results.json"), results)
     hparams = {"task": task.name, "init": init, "lr": lr, "epochs": epochs, "batch_size": s.batch_size,
                "max_length": max_length, "precision": s.precision, "seed": seed, "train_examples": len(train_set)}
     writer.add_hparams(hparams, {f"hparam/{final_split}_{k}": float(result[k]) for k in ("acc", "f1", "mcc")}
@@ -268,11 +268,11 @@ def save_model(model, tokenizer: BertTokenizer, labels: LabelMap, path: str) -> 
     """The Hugging Face layout (config.json with id2label, model.safetensors, vocab.txt,
     tokenizer_config.json) plus labels.json, written beside `path` and then moved into place: an
     interrupted save leaves the previous model whole, never a folder with some of the files."""
-    settings = json.dumps({"do_lower_case": tokenizer.do_lower_case, "tokenizer_class": "BertTokenizer"})
+    settings = {"do_lower_case": tokenizer.do_lower_case, "tokenizer_class": "BertTokenizer"}
 
     def fill(folder: str) -> None:
         model.save_pretrained(folder, vocab_file=tokenizer.vocab_file)
-        atomic_write(os.path.join(folder, "tokenizer_config.json"), lambda f: f.write(settings.encode()))
+        write_json(os.path.join(folder, "tokenizer_config.json"), settings)
         labels.save(os.path.join(folder, "labels.json"))
     write_folder(path, fill)
 
@@ -457,10 +457,6 @@ def print_curve(table: list[dict], split: str, run_dir: str) -> None:
         print(line)
     print(f"TensorBoard: tensorboard --logdir {os.path.join(run_dir, 'curve')} (Transfer/{split}_acc, "
           "step = labels per class)")
-
-
-def write_json(path: str, value) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(value, indent=1).encode()))
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -658,9 +654,9 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
 
 
 def check_train_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("epochs", "batch_size", "max_length", "log_interval", "vocab_size"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    problem = not_positive(vars(args), ("epochs", "batch_size", "max_length", "log_interval", "vocab_size"))
+    if problem:
+        p.error(problem)
     if not 0 < args.valid_fraction < 1 or not 0 <= args.warmup < 1:
         p.error("--valid-fraction must be in (0, 1) and --warmup in [0, 1)")
     if args.max_length < 4:

@@ -18,35 +18,24 @@ import argparse
 import shlex
 import sys
 
-from cli import ArgumentParser, HelpFormatter, run_cli
-from token_cache import default_cache_dir, default_workers, prepare_pretraining_corpus
+from cli import ArgumentParser, HelpFormatter, not_positive, run_cli
+from token_cache import add_corpus_flags, prepare_pretraining_corpus
 from tokenization import vocab_size_problem
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.split("\n\n")[0].strip(), formatter_class=HelpFormatter)
-    p.add_argument("--data", nargs="+", metavar="PATH",
-                   help="corpus files, folders or glob patterns (.txt in BERT's format, plain prose or WikiText; "
-                        ".jsonl; .parquet; any of them .gz); default: the embedded corpus")
-    p.add_argument("--text-field", default="text", help="the JSONL key / Parquet column holding a document's text")
-    p.add_argument("--vocab", metavar="FILE", help="an existing vocab.txt; default: train one on a sample of the corpus")
-    p.add_argument("--vocab-size", type=int, default=8192, help="size of the vocabulary to train")
-    p.add_argument("--vocab-sample", type=float, default=50,
-                   help="MB of the corpus, spread over all of it, to train the vocabulary on")
-    p.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case, strip accents)")
-    p.add_argument("--cache-dir", default=default_cache_dir(), help="where the prepared corpus is written")
-    p.add_argument("--workers", type=int, default=default_workers(), help="tokenising processes (default: one per CPU)")
+    add_corpus_flags(p)  # train_mlm.py's own corpus flags, defaults included: what this prepares, it finds
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    for name in ("vocab_size", "vocab_sample", "workers"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if vocab_size_problem(args.vocab_size, not args.cased):
-        p.error(vocab_size_problem(args.vocab_size, not args.cased))
+    problem = not_positive(vars(args), ("vocab_size", "vocab_sample", "workers")) \
+        or vocab_size_problem(args.vocab_size, not args.cased)
+    if problem:
+        p.error(problem)
     # SIGTERM stops as Ctrl-C does: nothing half-prepared is kept, in the cache or the system's temporary folder
     return run_cli(lambda: prepare(args), interrupted="interrupted: nothing of this preparation was kept", sigterm=True)
 
@@ -60,13 +49,20 @@ def prepare(args: argparse.Namespace) -> int:
         print(f"already prepared: {corpus.folder}", file=sys.stderr)
     print(f"corpus: {m['documents']:,} documents, {m['sentences']:,} sentences, {m['words']:,} words, "
           f"{m['tokens']:,} tokens\nvocabulary: {vocab_file}\ncache: {corpus.folder}")
-    flags = (["--data", *args.data] if args.data else []) + (["--vocab", args.vocab] if args.vocab else []) \
-        + (["--text-field", args.text_field] if args.text_field != "text" else []) \
-        + (["--cased"] if args.cased else []) + ["--cache-dir", args.cache_dir]
-    if not args.vocab and (args.vocab_size, args.vocab_sample) != (8192, 50):
-        flags += ["--vocab-size", str(args.vocab_size), "--vocab-sample", f"{args.vocab_sample:g}"]
-    print(f"train on it: python train_mlm.py {shlex.join(flags)}")
+    print(f"train on it: python train_mlm.py {shlex.join(corpus_flags(args))}")
     return 0
+
+
+def corpus_flags(args: argparse.Namespace) -> list[str]:
+    """The flags that find this corpus again: those given a value other than their default."""
+    defaults, flags = build_parser(), ["--data", *args.data] if args.data else []
+    names = ["vocab"] if args.vocab else ["vocab_size", "vocab_sample"]
+    for name in ["text_field", *names, "cased", "cache_dir"]:
+        value = getattr(args, name)
+        if value != defaults.get_default(name) or name == "cache_dir":
+            flag = "--" + name.replace("_", "-")
+            flags += [flag] if value is True else [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return flags
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 
-from data import ClassificationExample, DataError, default_corpus, read_classification_file
+from cli import DataError
+from corpus import default_corpus
+from data import ClassificationExample, read_classification_file, split_ids
 
 GLUE_BASE_URL = "https://dl.fbaipublicfiles.com/glue/data"  # the official mirror of the GLUE zips
 
@@ -208,12 +210,11 @@ def glue_task(name: str, args) -> Task:
 
 
 def split_off(examples: list, fraction: float, seed: int, cap: int = 5000) -> tuple[list, list]:
-    """(rest, held out): a seeded random fraction of the examples (at most cap, at least one)."""
+    """(rest, held out): a seeded random fraction of the examples (at most cap, at least one), in order."""
     if len(examples) < 2:
         raise DataError(f"{examples[0].path}: one example is too few to hold out a validation set")
-    n = min(cap, max(1, round(len(examples) * fraction)))
-    held = set(random.Random(seed).sample(range(len(examples)), n))
-    return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])
+    kept, held = split_ids(len(examples), fraction, seed, cap)
+    return [examples[i] for i in kept], [examples[i] for i in held]
 
 
 def file_task(args) -> Task:

@@ -28,7 +28,6 @@ import math
 import mmap
 import multiprocessing
 import os
-import random
 import shutil
 import signal
 import socket
@@ -136,19 +135,6 @@ class _Descriptors(dict):
 
     def __del__(self):
         self.close()
-
-
-def split_document_ids(n_documents: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train ids, valid ids), both ascending: a deterministic random valid_fraction of the documents (at
-    least one when valid_fraction > 0 and there are two or more), chosen as split_documents chooses them,
-    without touching the documents."""
-    if not 0 <= valid_fraction < 1:
-        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
-    n_valid = min(n_documents - 1, max(1, round(n_documents * valid_fraction))) if valid_fraction > 0 else 0
-    held_out = np.zeros(n_documents, dtype=bool)
-    held_out[random.Random(seed).sample(range(n_documents), max(0, n_valid))] = True
-    dtype = np.int32 if n_documents < 2 ** 31 else np.int64  # 4 bytes a document
-    return np.flatnonzero(~held_out).astype(dtype), np.flatnonzero(held_out).astype(dtype)
 
 
 def open_prepared(folder: str) -> TokenizedCorpus:
@@ -539,6 +525,31 @@ def prepare_pretraining_corpus(data: list[str] | None, cache_dir: str, vocab: st
     tokenizer = BertTokenizer(vocab_file, do_lower_case=do_lower_case)
     corpus = prepare_corpus(paths, tokenizer, cache_dir, workers, text_field, fmt, progress, min_documents)
     return vocab_file, tokenizer, corpus, info
+
+
+def add_corpus_flags(g) -> None:
+    """The flags that name a corpus and its preparation, declared once: train_mlm.py and prepare_data.py take
+    the same, with the same defaults, so that what one prepares the other finds (the cache key is made of
+    them)."""
+    g.add_argument("--data", nargs="+", metavar="PATH",
+                   help="corpus files, folders or glob patterns: text in BERT's format (a sentence per line, "
+                        "blank line between documents), plain prose or WikiText; JSONL with a document per "
+                        "line; Parquet (needs pyarrow); any of them gzipped (.gz). Prepared once into a "
+                        "memory-mapped cache; default: the embedded corpus of Python, numpy and torch "
+                        "documentation")
+    g.add_argument("--text-field", default="text", help="the JSONL key / Parquet column holding a document's text")
+    g.add_argument("--vocab", metavar="FILE", help="an existing vocab.txt (e.g. bert-base-uncased's); "
+                   "default: train a WordPiece vocabulary on a sample of the corpus (cached)")
+    g.add_argument("--vocab-size", type=int, default=8192, help="size of the vocabulary to train")
+    g.add_argument("--vocab-sample", type=float, default=50,
+                   help="MB of the corpus, spread over all of it, to train the vocabulary on")
+    g.add_argument("--cased", action="store_true", help="keep case and accents (the default lower-cases and strips "
+                   "accents)")
+    g.add_argument("--workers", type=int, default=default_workers(),
+                   help="processes that tokenise the corpus when it is first prepared (default: one per CPU, at "
+                        "most one per MB of corpus)")
+    g.add_argument("--cache-dir", default=default_cache_dir(),
+                   help="where the extracted default corpus, trained vocabularies and token ids are cached")
 
 
 def _checked_chunks(entry: list, text_field: str, fmt: str | None) -> Iterator[Chunk]:

@@ -35,14 +35,13 @@ import torch.nn.functional as F
 
 from checkpoints import (Checkpointer, STEP_FILE, find_checkpoint, load_checkpoint, run_home, set_rng_state,
                          step_checkpoints)
-from cli import ArgumentParser, DataError, HelpFormatter, UsageError, run_cli
-from data import Prefetcher, PretrainingData
-from files import RunFolder, atomic_write, check_run_name, remove_stale_temporaries, write_folder, write_text_atomic
+from cli import ArgumentParser, DataError, HelpFormatter, UsageError, not_positive, run_cli
+from data import Prefetcher, PretrainingData, split_ids
+from files import RunFolder, check_run_name, remove_stale_temporaries, write_folder, write_json, write_text_atomic
 from model import (BertConfig, BertForPreTraining, CheckpointError, PRESETS, activation_bytes_per_sequence,
                    first_line, pretraining_flops_per_sequence)
-from token_cache import (TOO_FEW_DOCUMENTS, default_cache_dir, default_workers, prepare_pretraining_corpus,
-                         split_document_ids)
-from tokenization import min_vocab_size, vocab_size_problem
+from token_cache import TOO_FEW_DOCUMENTS, add_corpus_flags, prepare_pretraining_corpus
+from tokenization import vocab_size_problem
 from training import (PRECISION_DTYPES, Settings, StopSignal, Timer, autocast_for, check_precision,
                       device_memory, lr_lambda, make_optimizer, measure_peak_flops, seed_everything, setup_device,
                       sync)
@@ -402,7 +401,7 @@ def prepare_data(s, is_main: bool) -> tuple:
     if n < 2:  # prepared before, by prepare_data.py
         raise DataError(f"{' '.join(s.data or ['default corpus'])}: too few documents ({n}) for a train/valid "
                         f"split: {TOO_FEW_DOCUMENTS}")
-    train_ids, valid_ids = split_document_ids(n, s.valid_fraction, s.seed)
+    train_ids, valid_ids = split_ids(n, s.valid_fraction, s.seed)
     if is_main and len(valid_ids) > 2 * s.valid_fraction * n:  # one document is already too large a share
         print(f"note: {len(valid_ids)} of the corpus's {n} documents ({len(valid_ids) / n:.0%}) are held out for "
               f"validation, not {s.valid_fraction:.0%} (--valid-fraction): too few documents to split finer; "
@@ -457,7 +456,7 @@ def open_writer(run_dir: str, s: Settings, step: int, corpus_info: dict, fresh: 
         writer.add_text("Run/corpus", "    " + json.dumps(corpus_info, indent=1).replace("\n", "\n    "), step)
         if resume:
             writer.add_text("Run/branched_from", f"{resume.path} (step {step})", step)
-        write_text_atomic(os.path.join(run_dir, "corpus.json"), json.dumps(corpus_info, indent=1))
+        write_json(os.path.join(run_dir, "corpus.json"), corpus_info)
     return writer
 
 
@@ -485,7 +484,7 @@ def finish_run(s: Settings, writer, model, tokenizer, vocab_file: str, config, m
 
     def export(folder: str) -> None:
         model.save_pretrained(folder, vocab_file=vocab_file)
-        write_text_atomic(os.path.join(folder, "tokenizer_config.json"), json.dumps(settings))
+        write_json(os.path.join(folder, "tokenizer_config.json"), settings)
     write_folder(export_dir, export)  # whole or absent: finetune_cls.py may pick it up at any moment
     writer.add_hparams({"config": s.config, "lr": s.lr, "batch": s.batch_size * s.grad_accum * world,
                         "seq_len": s.seq_len, "steps": s.steps, "warmup": s.warmup, "decay": s.decay,
@@ -564,12 +563,12 @@ def settings_problem(v: dict) -> str | None:
     for name, low, high in (("dropout", 0, 1), ("mask_prob", 0, 1), ("short_seq_prob", 0, 1)):
         if not low <= v[name] < high or (name == "mask_prob" and v[name] == 0):
             return f"--{name.replace('_', '-')} must be in [{low}, {high}), got {v[name]}"
-    for name in _POSITIVE:
-        if v[name] <= 0:
-            return f"--{name.replace('_', '-')} must be positive, got {v[name]}"
+    problem = not_positive(v, _POSITIVE)
+    if problem:
+        return problem
     if not 0 < v["valid_fraction"] < 1:
         return f"--valid-fraction must be between 0 and 1, got {v['valid_fraction']}"
-    if v["vocab_size"] < min_vocab_size(not v["cased"]):
+    if vocab_size_problem(v["vocab_size"], not v["cased"]):
         return vocab_size_problem(v["vocab_size"], not v["cased"])
     if v["viz_interval"] < 0 or v["lr"] <= 0 or v["warmup"] < 0:
         return "--viz-interval, --lr and --warmup must not be negative (and --lr not zero)"
@@ -705,7 +704,7 @@ class Resume:
     def write_vocab(self, vocab_file: str, is_main: bool) -> None:
         """The checkpoint's vocabulary, into the run folder, unless --vocab names one (restore() checks it)."""
         if self.vocab_from_checkpoint and is_main:
-            atomic_write(vocab_file, lambda f: f.write(self.state["vocab"].encode()))
+            write_text_atomic(vocab_file, self.state["vocab"])
         if self.vocab_from_checkpoint and dist.is_initialized():
             dist.barrier()
 
@@ -775,21 +774,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", nargs="+", metavar="PATH",
-                   help="corpus files, folders or glob patterns: text in BERT's format (a sentence per line, "
-                        "blank line between documents), plain prose or WikiText; JSONL with a document per "
-                        "line; Parquet (needs pyarrow); any of them gzipped (.gz). Prepared once into a "
-                        "memory-mapped cache (see prepare_data.py); default: the embedded corpus of Python, "
-                        "numpy and torch documentation")
-    g.add_argument("--text-field", default="text", help="the JSONL key / Parquet column holding a document's text")
-    g.add_argument("--workers", type=int, default=default_workers(),
-                   help="processes that tokenise the corpus when it is first prepared (default: one per CPU)")
-    g.add_argument("--vocab", metavar="FILE", help="an existing vocab.txt (e.g. bert-base-uncased's); "
-                   "default: train a WordPiece vocabulary on the corpus (cached)")
-    g.add_argument("--vocab-size", type=int, default=8192, help="size of the vocabulary to train")
-    g.add_argument("--vocab-sample", type=float, default=50,
-                   help="MB of the corpus, spread over all of it, to train the vocabulary on")
-    g.add_argument("--cased", action="store_true", help="keep case and accents (the default lower-cases and strips accents)")
+    add_corpus_flags(g)  # the corpus and its preparation: declared once, shared with prepare_data.py
     g.add_argument("--valid-fraction", type=float, default=0.05, help="share of documents held out for eval")
     g.add_argument("--seq-len", type=int, default=64,
                    help="max_seq_length: tokens per sequence (BERT: 128, then 512; 64 gives a short run twice "
@@ -806,8 +791,6 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shuffle-buffer", type=int, default=10000,
                    help="instances shuffled together: the stream is made per document, in a shuffled "
                         "document order, and shuffled within blocks of this many instances")
-    g.add_argument("--cache-dir", default=default_cache_dir(),
-                   help="where the extracted corpus, trained vocabularies and token ids are cached")
 
 
 def add_optimisation_flags(p: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import corpus
+import data
 import token_cache
 from tokenization import BertTokenizer, DataError, train_wordpiece_vocab
 
@@ -314,12 +315,12 @@ def test_a_killed_preparation_leaves_nothing_trusted_and_is_cleaned_up(tmp_path,
     assert not [n for n in os.listdir(cache) if n.startswith(".tmp")]  # the dead process's folder is gone
 
 
-def test_split_document_ids_chooses_as_split_documents():
-    docs = [[f"doc {i}."] for i in range(100)]
-    train, valid = corpus.split_documents(docs, 0.1, seed=3)
-    train_ids, valid_ids = token_cache.split_document_ids(100, 0.1, seed=3)
-    assert [docs[i] for i in valid_ids] == valid and [docs[i] for i in train_ids] == train
-    assert token_cache.split_document_ids(1, 0.5, 0)[1].tolist() == []
+def test_the_split_holds_out_a_seeded_share_never_all_and_at_most_cap():
+    train, valid = data.split_ids(100, 0.1, seed=3)
+    assert len(valid) == 10 and sorted([*train, *valid]) == list(range(100)) and train.dtype == "int32"
+    assert (valid == data.split_ids(100, 0.1, seed=3)[1]).all() and (valid != data.split_ids(100, 0.1, seed=4)[1]).any()
+    assert data.split_ids(1, 0.5, 0)[1].tolist() == [] and data.split_ids(2, 0.9, 0)[1].size == 1  # never all
+    assert data.split_ids(100, 0.0, 0)[1].size == 0 and data.split_ids(100, 0.5, 0, cap=7)[1].size == 7
 
 
 # -----------------------------------------------------------------------------
@@ -441,3 +442,13 @@ def test_file_descriptors_are_closed_with_the_corpus(files, tokenizer, tmp_path)
         assert part.document(3)  # the subset still reads: the files stay open while it lives
         del part
     assert open_fds() <= before + 1
+
+
+def test_prepare_data_takes_train_mlms_corpus_flags_with_their_defaults():
+    """Declared once (token_cache.add_corpus_flags): a default moved in one moves in both, so the cache one
+    prepares is the one the other finds."""
+    import prepare_data
+    import train_mlm
+    train = {a.dest: a.default for a in train_mlm.build_parser()._actions}
+    prepare = {a.dest: a.default for a in prepare_data.build_parser()._actions if a.dest != "help"}
+    assert prepare.items() <= train.items() and len(prepare) == 8

@@ -75,17 +75,6 @@ def test_read_documents_errors(tmp_path):
         data.read_documents([write(tmp_path / "t.txt", " = Title = \n = = Heading = = \n")])
 
 
-def test_split_documents():
-    docs = [[f"doc {i}."] for i in range(100)]
-    train, valid = data.split_documents(docs, 0.1, seed=0)
-    assert len(valid) == 10 and len(train) == 90 and sorted(train + valid) == sorted(docs)
-    assert data.split_documents(docs, 0.1, seed=0) == (train, valid)
-    assert data.split_documents(docs, 0.1, seed=1)[1] != valid
-    assert train == [d for d in docs if d in train]  # the original order is kept
-    assert data.split_documents(docs, 0.0, seed=0) == (docs, [])
-    assert data.split_documents(docs[:1], 0.5, seed=0) == (docs[:1], [])
-
-
 @pytest.fixture
 def tokenizer(tmp_path):
     texts = ["the cat sat on the mat.", "the dog ate the bone.", "a bird sang in the tree."] * 3
