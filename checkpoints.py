@@ -132,7 +132,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict, path: str = "checkpoint") -> None:
-    """Restore what rng_state() saved (or, for a checkpoint written before, numpy's own state tuple)."""
+    """Restore what rng_state() saved, or numpy's own state tuple (what checkpoints of run_v1's format hold)."""
     try:
         random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
         numpy = state["numpy"]

@@ -295,12 +295,12 @@ class PretrainingData:
             ids[b, :len(pos)] = labels
             weights[b, :len(pos)] = 1.0
             nsp[b] = is_random_next
+        # The model's (Hugging Face's) names for Google's input_mask and segment_ids.
         batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(input_mask),
                  "token_type_ids": torch.from_numpy(segment_ids),
                  "masked_lm_positions": torch.from_numpy(positions),
                  "masked_lm_ids": torch.from_numpy(ids), "masked_lm_weights": torch.from_numpy(weights),
                  "next_sentence_labels": torch.from_numpy(nsp)}
-        batch["input_mask"], batch["segment_ids"] = batch["attention_mask"], batch["token_type_ids"]
         return batch
 
     def state_dict(self) -> dict:
@@ -316,7 +316,7 @@ class PretrainingData:
         self.block, self.index, self.cursor = 0, 0, 0
         if "block" in state:
             self.block, self.index, self.cursor = int(state["block"]), int(state["index"]), int(state["cursor"])
-        else:  # saved before the stream was built lazily: the same number of instances into its epoch
+        else:  # a whole-epoch stream's state ({epoch, cursor, seed}): the same number of instances into its epoch
             for _ in range(int(state["cursor"])):
                 self._next_instance()
 

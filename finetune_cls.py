@@ -41,6 +41,8 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -48,14 +50,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cli import ArgumentParser, DataError, HelpFormatter, UsageError, display_width, not_positive, pad, run_cli
-from data import BertTokenizer, LabelMap, classification_batches, encode_classification
+from data import LabelMap, classification_batches, encode_classification
 from files import RunFolder, write_folder, write_json
 from model import PRESETS, BertForSequenceClassification, CheckpointError
 from pretrained import (check_vocab, checkpoint_dir, choose_init, default_lr, initial_model, load_tokenizer,
                         newest_pretrained, tokenizer_settings, warn_if_misread)
 from tasks import GLUE_BASE_URL, GLUE_TASKS, Task, load_task, per_class_subset
 from token_cache import default_cache_dir
-from tokenization import decode_text, vocab_size_problem
+from tokenization import BertTokenizer, decode_text, vocab_size_problem
 from training import (Settings, StopSignal, autocast_for, check_precision, lr_lambda, make_optimizer,
                       seed_everything, setup_device)
 from visuals import log_projector, log_settings, log_validation, summary_writer
@@ -67,47 +69,38 @@ METRICS = {"acc": "accuracy", "f1": "macro-F1", "mcc": "MCC"}
 
 
 def fine_tune(s: Settings, task: Task, init: str, run_dir: str, device: torch.device, seed: int,
-              stop: StopSignal, like: str | None = None, min_steps: int = 0) -> dict:
-    """Fine-tune one model (a checkpoint, or 'scratch' of the size of the checkpoint `like`) on the task,
-    for --epochs or at least min_steps; the best epoch by the valid metric is saved to run_dir/model and
-    reported on the test split. Returns what run_dir/results.json holds."""
+              stop: StopSignal, baseline_of: str | None = None, min_steps: int = 0) -> dict:
+    """Fine-tune one model (a checkpoint, or 'scratch' of the size of the checkpoint `baseline_of`) on the
+    task, for --epochs or at least min_steps; the best epoch by the valid metric is saved to run_dir/model
+    and reported on the test split. Returns what run_dir/results.json holds."""
     stop.raise_if_stopped()  # between the runs of a comparison or a sweep
     t_start = time.time()
     seed_everything(seed)
     labels = LabelMap.from_examples(task.train)
-    model, tokenizer, init, init_note = initial_model(s, init, task.train_texts(), labels, like)
+    model, tokenizer, init, init_note = initial_model(s, init, task.train_texts(), labels, baseline_of)
     max_length = min(s.max_length, model.config.max_position_embeddings)
-    train_set, valid_set, test_set = (encode_classification(split, tokenizer, labels, max_length)
-                                      for split in (task.train, task.valid, task.test))
-    model.to(device)
-    lr = s.lr or default_lr(model.config)
-    steps_per_epoch = math.ceil(len(train_set) / s.batch_size)
+    data = Splits(*(encode_classification(split, tokenizer, labels, max_length)
+                    for split in (task.train, task.valid, task.test)))
+    steps_per_epoch = math.ceil(len(data.train) / s.batch_size)
     epochs = max(s.epochs, math.ceil(min_steps / steps_per_epoch))  # a few labels: more passes
     eval_every = math.ceil(epochs / max(s.epochs, 10))  # ... but at most ~10 evaluations
-    optimizer = make_optimizer(model, lr, s.weight_decay, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(int(s.warmup * epochs * steps_per_epoch), epochs * steps_per_epoch))
-    scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
-    autocast = autocast_for(device, s.precision)
-    print_setup(s, task, labels, init_note, model, tokenizer, lr, epochs, steps_per_epoch, device)
-    warn_if_misread(tokenizer, task.train_texts(), init if init != "scratch" else tokenizer.vocab_file,
-                    picked=s.init is None or (init == "scratch" and not s.vocab and like is None))
-    warn_if_longer_than_pretrained(init, max_length, train_set)
-    warn_if_too_little(epochs * steps_per_epoch, task.train, labels)
-    writer = open_writer(run_dir, s, seed, task, init_note)
+    trainer = Trainer.start(model.to(device), s, seed, epochs * steps_per_epoch, max_length,
+                            tokenizer.pad_token_id, device, stop)
+    print_setup(s, task, labels, init_note, model, tokenizer, trainer.lr, epochs, steps_per_epoch, device)
+    warn_about_setup(s, task, labels, tokenizer, init, baseline_of, max_length, data.train, epochs * steps_per_epoch)
+    trainer.writer = writer = open_writer(run_dir, s, seed, task, init_note)
     model_dir = os.path.join(run_dir, "model")
 
-    step, best, best_epoch, best_result, history = 0, -math.inf, 0, None, []
+    best, best_epoch, best_result, history = -math.inf, 0, None, []
     for epoch in range(1, epochs + 1):
-        train_loss, step = train_epoch(model, train_set, (optimizer, scheduler, scaler), autocast, s, seed, epoch,
-                                       step, steps_per_epoch, max_length, tokenizer.pad_token_id, writer, device, stop)
+        train_loss = trainer.train_epoch(data.train, epoch)
         if epoch % eval_every and epoch != epochs:
             continue
-        result = evaluate(model, valid_set, s.batch_size, tokenizer.pad_token_id, device, autocast)
+        result = evaluate(model, data.valid, s.batch_size, tokenizer.pad_token_id, device, trainer.autocast)
         stop.raise_if_stopped()
         print(f"Epoch {epoch}: Train Loss = {train_loss:.4f}, Valid Loss = {result['loss']:.4f}, "
               f"Valid Acc = {result['acc']:.4f}", flush=True)
-        log_validation(writer, result, task.valid, labels.labels, step)
+        log_validation(writer, result, task.valid, labels.labels, trainer.step)
         history.append({"epoch": epoch, "train_loss": train_loss,
                         **{f"valid_{k}": float(result[k]) for k in ("loss", "acc", "f1", "mcc")}})
         if result[task.metric] > best:
@@ -116,15 +109,12 @@ def fine_tune(s: Settings, task: Task, init: str, run_dir: str, device: torch.de
         elif s.patience and (epoch - best_epoch) // eval_every >= s.patience:
             print(f"early stopping: valid {task.metric} has not improved for {s.patience} evaluations")
             break
-    log_projector(writer, best_result, task.valid, labels.labels, step)
+    log_projector(writer, best_result, task.valid, labels.labels, trainer.step)
 
     # --- the best epoch on the test set
     model = BertForSequenceClassification.from_pretrained(model_dir).to(device)
-    final_split, final_examples = ("test", test_set) if test_set else ("valid", valid_set)
-    if not test_set:
-        print("no test set: the report below is on the validation set, which also picked the best epoch "
-              "(an optimistic estimate)")
-    result = evaluate(model, final_examples, s.batch_size, tokenizer.pad_token_id, device, autocast)
+    final_split, final_examples = ("test", data.test) if data.test else ("valid", data.valid)
+    result = evaluate(model, final_examples, s.batch_size, tokenizer.pad_token_id, device, trainer.autocast)
     wall = time.time() - t_start
     print_report(result, labels.labels, final_split, best_epoch, task.metric, model_dir, wall)
     results = {"task": task.info, "init": init_note, "labels": labels.labels, "best_epoch": best_epoch,
@@ -132,51 +122,96 @@ def fine_tune(s: Settings, task: Task, init: str, run_dir: str, device: torch.de
                **{k: float(result[k]) for k in ("loss", "acc", "f1", "mcc")}, "best_valid": float(best),
                "confusion_matrix": result["cm"].tolist(), "wall_seconds": round(wall, 1)}
     write_json(os.path.join(run_dir, "results.json"), results)
-    hparams = {"task": task.name, "init": init, "lr": lr, "epochs": epochs, "batch_size": s.batch_size,
-               "max_length": max_length, "precision": s.precision, "seed": seed, "train_examples": len(train_set)}
+    hparams = {"task": task.name, "init": init, "lr": trainer.lr, "epochs": epochs, "batch_size": s.batch_size,
+               "max_length": max_length, "precision": s.precision, "seed": seed, "train_examples": len(data.train)}
     writer.add_hparams(hparams, {f"hparam/{final_split}_{k}": float(result[k]) for k in ("acc", "f1", "mcc")}
                        | {f"hparam/best_valid_{task.metric}": float(best)}, name="hparams")
     writer.close()
     return results
 
 
-def train_epoch(model, train_set: list[dict], optim: tuple, autocast, s: Settings, seed: int, epoch: int, step: int,
-                steps_per_epoch: int, max_length: int, pad_token_id: int, writer, device, stop: StopSignal
-                ) -> tuple[float, int]:
-    """One pass over the train split in shuffled, length-bucketed batches; train scalars every
-    --log-interval steps; a stop signal acted on after each step. Returns (mean train loss, the step reached)."""
-    optimizer, scheduler, scaler = optim
-    model.train()
-    batches = classification_batches(train_set, s.batch_size, pad_token_id, shuffle=True, seed=seed + epoch,
-                                     bucket_size=s.bucket_size or None)
-    if not s.no_progress and sys.stderr.isatty():  # a log file gets the epoch lines alone
-        batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
-    loss_sum, window, t_window = 0.0, [], time.perf_counter()
-    for batch in batches:
-        if s.pad_to_max_length:
-            batch = pad_to(batch, max_length, pad_token_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast:
-            loss, _ = model(**batch)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip).item()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        step += 1
-        window.append((loss.item(), len(batch["labels"])))
-        loss_sum += window[-1][0] * window[-1][1]
-        if step % s.log_interval == 0 or step % steps_per_epoch == 0:
-            elapsed = time.perf_counter() - t_window
-            writer.add_scalar("Loss/train", sum(l for l, _ in window) / len(window), step)
-            writer.add_scalar("Optim/lr", scheduler.get_last_lr()[0], step)
-            writer.add_scalar("Optim/grad_norm", grad_norm, step)
-            writer.add_scalar("Perf/samples_per_sec", sum(n for _, n in window) / elapsed, step)
-            window, t_window = [], time.perf_counter()
-        stop.raise_if_stopped()
-    return loss_sum / len(train_set), step
+class Splits(NamedTuple):
+    """A task's encoded examples; test is empty when the task has none."""
+    train: list[dict]
+    valid: list[dict]
+    test: list[dict]
+
+
+@dataclass
+class Trainer:
+    """What one fine-tuning run trains with: the model, its optimizer, schedule, gradient scaler and autocast,
+    the settings and seed that shape its batches, where it logs (writer) and how it stops; step counts the
+    optimizer steps taken."""
+    model: BertForSequenceClassification
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    autocast: object
+    lr: float
+    s: Settings
+    seed: int
+    max_length: int
+    pad_token_id: int
+    device: torch.device
+    stop: StopSignal
+    writer: object = None
+    step: int = 0
+
+    @classmethod
+    def start(cls, model, s: Settings, seed: int, total_steps: int, max_length: int, pad_token_id: int,
+              device: torch.device, stop: StopSignal) -> "Trainer":
+        """BERT's recipe: AdamW at --lr (default by the model's size), linear warmup then decay over the run."""
+        lr = s.lr or default_lr(model.config)
+        optimizer = make_optimizer(model, lr, s.weight_decay, device)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(int(s.warmup * total_steps), total_steps))
+        scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
+        return cls(model, optimizer, scheduler, scaler, autocast_for(device, s.precision), lr, s, seed, max_length,
+                   pad_token_id, device, stop)
+
+    def train_epoch(self, train_set: list[dict], epoch: int) -> float:
+        """One pass over the train split in shuffled, length-bucketed batches; train scalars every
+        --log-interval steps; a stop signal acted on after each step. Returns the mean train loss."""
+        s, model = self.s, self.model
+        model.train()
+        steps = math.ceil(len(train_set) / s.batch_size)
+        batches = classification_batches(train_set, s.batch_size, self.pad_token_id, shuffle=True,
+                                         seed=self.seed + epoch, bucket_size=s.bucket_size or None)
+        if not s.no_progress and sys.stderr.isatty():  # a log file gets the epoch lines alone
+            batches = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+        loss_sum, window, t_window = 0.0, [], time.perf_counter()
+        for batch in batches:
+            if s.pad_to_max_length:
+                batch = pad_to(batch, self.max_length, self.pad_token_id)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with self.autocast:
+                loss, _ = model(**batch)
+            grad_norm = self.optimizer_step(loss)
+            window.append((loss.item(), len(batch["labels"])))
+            loss_sum += window[-1][0] * window[-1][1]
+            if self.step % s.log_interval == 0 or self.step % steps == 0:
+                self.log_window(window, grad_norm, time.perf_counter() - t_window)
+                window, t_window = [], time.perf_counter()
+            self.stop.raise_if_stopped()
+        return loss_sum / len(train_set)
+
+    def optimizer_step(self, loss: torch.Tensor) -> float:
+        """Backward, clip, step, zero, schedule; returns the gradient norm before clipping."""
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.clip).item()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        return grad_norm
+
+    def log_window(self, window: list[tuple[float, int]], grad_norm: float, seconds: float) -> None:
+        """Train scalars of the steps since the last: mean loss, lr, gradient norm, examples per second."""
+        self.writer.add_scalar("Loss/train", sum(loss for loss, _ in window) / len(window), self.step)
+        self.writer.add_scalar("Optim/lr", self.scheduler.get_last_lr()[0], self.step)
+        self.writer.add_scalar("Optim/grad_norm", grad_norm, self.step)
+        self.writer.add_scalar("Perf/samples_per_sec", sum(n for _, n in window) / seconds, self.step)
 
 
 def print_setup(s: Settings, task: Task, labels: LabelMap, init_note: str, model, tokenizer, lr: float, epochs: int,
@@ -198,6 +233,16 @@ def warn_if_longer_than_pretrained(init: str, max_length: int, train_set: list[d
             print(f"note: {init} was pretrained on sequences of at most {pretrained_length} tokens; {longer} of "
                   f"{len(train_set)} train examples are longer, and their positions from {pretrained_length} on "
                   f"start untrained (--max-length {pretrained_length} truncates them instead)")
+
+
+def warn_about_setup(s: Settings, task: Task, labels: LabelMap, tokenizer: BertTokenizer, init: str,
+                     baseline_of: str | None, max_length: int, train_set: list[dict], steps: int) -> None:
+    """What would make this run learn little, said before it starts: a vocabulary that misreads the task,
+    examples longer than the pretraining, too few steps or examples."""
+    warn_if_misread(tokenizer, task.train_texts(), init if init != "scratch" else tokenizer.vocab_file,
+                    picked=s.init is None or (init == "scratch" and not s.vocab and baseline_of is None))
+    warn_if_longer_than_pretrained(init, max_length, train_set)
+    warn_if_too_little(steps, task.train, labels)
 
 
 # Below these a run cannot learn much, whatever the model: the embedded task's default run takes 300 steps of
@@ -280,6 +325,9 @@ def save_model(model, tokenizer: BertTokenizer, labels: LabelMap, path: str) -> 
 def print_report(result: dict, labels: list[str], split: str, best_epoch: int, metric: str,
                  model_dir: str, wall: float) -> None:
     cm = result["cm"]
+    if split == "valid":
+        print("no test set: the report below is on the validation set, which also picked the best epoch "
+              "(an optimistic estimate)")
     print("\n" + "-" * 64)
     print(f"{split} set ({int(cm.sum())} examples), best epoch {best_epoch} by valid {metric}:")
     print(f"  accuracy {result['acc']:.4f}  macro-F1 {result['f1']:.4f}  MCC {result['mcc']:.4f}  "
@@ -318,9 +366,9 @@ def train_command(s: Settings) -> int:
     task = load_task(s)  # every check before anything is written
     if s.compare:  # the baseline takes the size and vocabulary of the model it is compared with
         pretrained = pretrained_init(s)
-        inits, like = {"pretrained": pretrained, "scratch": "scratch"}, checkpoint_dir(pretrained)
+        inits, baseline_of = {"pretrained": pretrained, "scratch": "scratch"}, checkpoint_dir(pretrained)
     else:
-        inits, like = {"": choose_init(s)}, None
+        inits, baseline_of = {"": choose_init(s)}, None
     runs = label_subsets(s, task)
     stop = StopSignal(announce=False)  # Ctrl-C / SIGTERM: noted, and acted on between steps
     stop.install()
@@ -330,11 +378,12 @@ def train_command(s: Settings) -> int:
                           numbered=not s.run_name) as run:
         try:
             if len(runs) > 1:
-                sweep(s, runs, inits, like, run.path, device, stop)
+                sweep(s, runs, inits, baseline_of, run.path, device, stop)
                 return 0
-            (per_class, seed, sub, min_steps), = runs
-            results = {name: fine_tune(s, sub, init, os.path.join(run.path, name) if name else run.path, device,
-                                       seed, stop, like, min_steps) for name, init in inits.items()}
+            (one,) = runs
+            results = {name: fine_tune(s, one.task, init, os.path.join(run.path, name) if name else run.path,
+                                       device, one.seed, stop, baseline_of, one.min_steps)
+                       for name, init in inits.items()}
             stop.raise_if_stopped()  # a signal during the last run's report: it finished, but the exit says so
         finally:
             stop.restore()
@@ -345,7 +394,16 @@ def train_command(s: Settings) -> int:
     return 0
 
 
-def label_subsets(s: Settings, task: Task) -> list[tuple[int, int, Task, int]]:
+class LabelRun(NamedTuple):
+    """One run of a learning curve: this many labels per class, this seed, the task with that train split,
+    and the fewest steps it trains."""
+    per_class: int
+    seed: int
+    task: Task
+    min_steps: int
+
+
+def label_subsets(s: Settings, task: Task) -> list[LabelRun]:
     """(labels per class, seed, the task with that train split, its minimum of steps) for every --per-class
     N and seed. N at least a class's size keeps the whole class: an N that gives the same split as an
     earlier one is skipped, and said. A subsampled split trains for at least --min-steps (default 150)."""
@@ -361,7 +419,7 @@ def label_subsets(s: Settings, task: Task) -> list[tuple[int, int, Task, int]]:
             seen.add((per_class, seed))
             subsampled = len(train) < len(task.train)
             min_steps = s.min_steps if s.min_steps is not None else 150 if subsampled else 0
-            runs.append((per_class, seed, task.with_train(train) if subsampled else task, min_steps))
+            runs.append(LabelRun(per_class, seed, task.with_train(train) if subsampled else task, min_steps))
     return runs
 
 
@@ -397,17 +455,17 @@ def compare(results: dict[str, dict], run_dir: str) -> dict:
             "valid_agrees_with_test": (p["best_valid"] > r["best_valid"]) == (p[p["metric"]] > r[r["metric"]])}
 
 
-def sweep(s: Settings, runs: list[tuple], inits: dict[str, str], like: str | None, run_dir: str, device,
+def sweep(s: Settings, runs: list[LabelRun], inits: dict[str, str], baseline_of: str | None, run_dir: str, device,
           stop: StopSignal) -> None:
     """A learning curve over the number of labels: every --per-class N at every seed, for each init. The
     test accuracy (valid, for a task without a test split) against N goes to TensorBoard (curve/<init>,
     step N: the curves overlay on one chart) and, as a table with every seed and the mean, to results.json."""
     curve: dict[str, dict[int, dict[int, dict]]] = {name or "model": {} for name in inits}
-    for per_class, seed, sub, min_steps in runs:
+    for per_class, seed, subset, min_steps in runs:
         for name, init in inits.items():
             print(f"\n=== {name or init}: {per_class} labels per class, seed {seed}")
-            r = fine_tune(s, sub, init, os.path.join(run_dir, f"n{per_class}-seed{seed}", name), device, seed,
-                          stop, like, min_steps)
+            r = fine_tune(s, subset, init, os.path.join(run_dir, f"n{per_class}-seed{seed}", name), device, seed,
+                          stop, baseline_of, min_steps)
             curve[name or "model"].setdefault(per_class, {})[seed] = {**{k: r[k] for k in METRICS},
                                                                       "best_valid": r["best_valid"]}
     split = r["split"]
@@ -420,7 +478,7 @@ def sweep(s: Settings, runs: list[tuple], inits: dict[str, str], like: str | Non
             for seed, m in by_seed.items():
                 writer.add_scalar(f"Transfer/{split}_acc_seed{seed}", m["acc"], n)
         writer.close()
-    write_json(os.path.join(run_dir, "results.json"), {"task": runs[0][2].info, "split": split, "seeds": s.seeds,
+    write_json(os.path.join(run_dir, "results.json"), {"task": runs[0].task.info, "split": split, "seeds": s.seeds,
                                                        "curve": table, "runs": {k: {str(n): v for n, v in p.items()}
                                                                                 for k, p in curve.items()}})
     print_curve(table, split, run_dir)

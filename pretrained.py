@@ -11,8 +11,11 @@ import json
 import os
 
 from cli import DataError
-from data import BertTokenizer, LabelMap, cached_vocab
+from data import LabelMap
 from model import BertConfig, BertForSequenceClassification, CheckpointError, physical_memory
+from token_cache import cached_vocab
+from tokenization import BertTokenizer
+from training import Settings
 
 
 def newest_pretrained(out_dir: str) -> str | None:
@@ -94,24 +97,25 @@ def check_vocab(model_dir: str, tokenizer: BertTokenizer) -> None:
                               "belong to this checkpoint")
 
 
-def scratch_vocab(args, train_texts: list[str], like: str | None) -> tuple[BertTokenizer, str]:
+def scratch_vocab(s: Settings, train_texts: list[str], baseline_of: str | None) -> tuple[BertTokenizer, str]:
     """A vocabulary for the random-init baseline: --vocab, else that of the checkpoint it is compared with
-    (`like`; by default the newest pretraining run), so that the two differ only in the weights, else one
+    (`baseline_of`; by default the newest pretraining run), so that the two differ only in the weights, else one
     trained on the task's train texts."""
-    if args.vocab:
-        return tokenizer_for(args.vocab), f"the vocabulary {args.vocab}"
-    pretrained = like or newest_pretrained(args.out_dir)
+    if s.vocab:
+        return tokenizer_for(s.vocab), f"the vocabulary {s.vocab}"
+    pretrained = baseline_of or newest_pretrained(s.out_dir)
     if pretrained:
         return load_tokenizer(pretrained), f"the vocabulary of {pretrained}"
-    vocab_file = cached_vocab(train_texts, args.vocab_size, args.cache_dir)
-    return BertTokenizer(vocab_file), f"a {args.vocab_size}-token WordPiece vocabulary trained on the train split"
+    vocab_file = cached_vocab(train_texts, s.vocab_size, s.cache_dir)
+    return BertTokenizer(vocab_file), f"a {s.vocab_size}-token WordPiece vocabulary trained on the train split"
 
 
-def scratch_config(args, vocab_size: int, id2label: dict[int, str], like: str | None) -> tuple[BertConfig, str]:
-    """The random-init baseline's size: that of the checkpoint it is compared with (`like`), else --config,
+def scratch_config(s: Settings, vocab_size: int, id2label: dict[int, str], baseline_of: str | None
+                   ) -> tuple[BertConfig, str]:
+    """The random-init baseline's size: that of the checkpoint it is compared with (`baseline_of`), else --config,
     else the newest pretraining run's (so that the two differ only in the weights), else train_mlm.py's
     default, tiny."""
-    pretrained = like or (None if args.config else newest_pretrained(args.out_dir))
+    pretrained = baseline_of or (None if s.config else newest_pretrained(s.out_dir))
     if pretrained:
         config_file = os.path.join(pretrained, "config.json")
         hf_config = read_json(config_file)
@@ -119,11 +123,11 @@ def scratch_config(args, vocab_size: int, id2label: dict[int, str], like: str | 
             raise CheckpointError(f"{config_file}: not a BERT config (a JSON {type(hf_config).__name__}, not an object)")
         config = BertConfig.from_hf_dict({**hf_config, "vocab_size": vocab_size, "id2label": id2label}, config_file)
         return config, f"the size of {pretrained}"
-    name = args.config or "tiny"
+    name = s.config or "tiny"
     return BertConfig.from_preset(name, vocab_size=vocab_size, id2label=id2label), f"the '{name}' preset"
 
 
-def choose_init(s) -> str:
+def choose_init(s: Settings) -> str:
     """--init as given, else the newest train_mlm.py export under --out-dir, else 'scratch' (said)."""
     if s.init is not None:
         return s.init
@@ -136,15 +140,15 @@ def choose_init(s) -> str:
     return init
 
 
-def initial_model(s, init: str, train_texts: list[str], labels: LabelMap, like: str | None = None
+def initial_model(s: Settings, init: str, train_texts: list[str], labels: LabelMap, baseline_of: str | None = None
                   ) -> tuple[BertForSequenceClassification, BertTokenizer, str, str]:
     """(model, tokenizer, the checkpoint directory or 'scratch', a note on where the weights and
     vocabulary come from) for `init`: a checkpoint, or 'scratch' (of the size and vocabulary of the
-    checkpoint `like`, when it is the baseline of a comparison)."""
+    checkpoint `baseline_of`, when it is the baseline of a comparison)."""
     id2label = dict(enumerate(labels.labels))
     if init == "scratch":
-        tokenizer, vocab_note = scratch_vocab(s, train_texts, like)
-        config, size_note = scratch_config(s, len(tokenizer), id2label, like)
+        tokenizer, vocab_note = scratch_vocab(s, train_texts, baseline_of)
+        config, size_note = scratch_config(s, len(tokenizer), id2label, baseline_of)
         try:
             config.check_memory(16, physical_memory())  # to be trained: weights, gradients, Adam's moments
         except ValueError as e:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from cli import DataError
 from corpus import default_corpus
 from data import ClassificationExample, read_classification_file, split_ids
+from training import Settings
 
 GLUE_BASE_URL = "https://dl.fbaipublicfiles.com/glue/data"  # the official mirror of the GLUE zips
 
@@ -196,16 +197,16 @@ def glue_files(name: str, cache_dir: str, base_url: str, sha256: str | None = No
     return paths
 
 
-def glue_task(name: str, args) -> Task:
+def glue_task(name: str, s: Settings) -> Task:
     """GLUE's test sets have no public labels: train on train minus a held-out part (valid, which picks
     the best epoch), and report on the official dev set as the test set."""
     spec = GLUE_TASKS[name]
-    train_file, dev_file = glue_files(name, args.cache_dir, args.glue_url, args.glue_sha256)
+    train_file, dev_file = glue_files(name, s.cache_dir, s.glue_url, s.glue_sha256)
     train = read_classification_file(train_file, label_column=spec.label_column)
     test = read_classification_file(dev_file, label_column=spec.label_column)
-    train, valid = split_off(train, args.valid_fraction, args.seed)
+    train, valid = split_off(train, s.valid_fraction, s.seed)
     return Task(name, train, valid, test, spec.metric,
-                {"task": name, "train": train_file, "valid": f"{args.valid_fraction:.0%} of {train_file}",
+                {"task": name, "train": train_file, "valid": f"{s.valid_fraction:.0%} of {train_file}",
                  "test": f"{dev_file} (the official dev set: GLUE's test labels are not public)"})
 
 
@@ -217,29 +218,29 @@ def split_off(examples: list, fraction: float, seed: int, cap: int = 5000) -> tu
     return [examples[i] for i in kept], [examples[i] for i in held]
 
 
-def file_task(args) -> Task:
-    columns = args.text_columns.split(",") if args.text_columns else None
-    read = lambda path: read_classification_file(path, columns, args.label_column)
-    train = read(args.train)
-    if args.valid:
-        valid = read(args.valid)
+def file_task(s: Settings) -> Task:
+    columns = s.text_columns.split(",") if s.text_columns else None
+    read = lambda path: read_classification_file(path, columns, s.label_column)
+    train = read(s.train)
+    if s.valid:
+        valid = read(s.valid)
     else:
-        train, valid = split_off(train, args.valid_fraction, args.seed)
-    test = read(args.test) if args.test else []
-    return Task(os.path.splitext(os.path.basename(args.train))[0], train, valid, test, "acc",
-                {"task": "files", "train": args.train,
-                 "valid": args.valid or f"{args.valid_fraction:.0%} of {args.train}", "test": args.test})
+        train, valid = split_off(train, s.valid_fraction, s.seed)
+    test = read(s.test) if s.test else []
+    return Task(os.path.splitext(os.path.basename(s.train))[0], train, valid, test, "acc",
+                {"task": "files", "train": s.train,
+                 "valid": s.valid or f"{s.valid_fraction:.0%} of {s.train}", "test": s.test})
 
 
-def load_task(args) -> Task:
-    if args.train:
-        task = file_task(args)
-    elif args.task == "docsource":
-        task = docsource_task(args.cache_dir)
+def load_task(s: Settings) -> Task:
+    if s.train:
+        task = file_task(s)
+    elif s.task == "docsource":
+        task = docsource_task(s.cache_dir)
     else:
-        task = glue_task(args.task, args)
-    if args.metric:
-        task.metric = args.metric
+        task = glue_task(s.task, s)
+    if s.metric:
+        task.metric = s.metric
     for split in ("train", "valid"):
         if not getattr(task, split):
             raise DataError(f"{task.name}: the {split} split is empty")

@@ -475,15 +475,7 @@ def prepare_corpus(paths: list[str], tokenizer: BertTokenizer, cache_dir: str, w
                 writer.add(tokens, sentence_lengths, document_sizes, words)
                 chars, long_chars = chars + n, long_chars + n_long
                 bar.update(read, tokens=f"{writer.tokens:,}")
-        if writer.documents == 0:
-            raise DataError(f"{', '.join(paths)}: no sentences found")
-        if long_chars > 0.5 * chars:
-            raise DataError(f"{', '.join(paths)}: {long_chars / chars:.0%} of the text is in 'sentences' of over "
-                            f"{LONG_SENTENCE:,} characters: it has no sentence punctuation (. ! ? 。！？；) to split "
-                            "it at. Give one sentence per line (BERT's format) or one paragraph per line")
-        if writer.documents < min_documents:
-            raise DataError(f"{', '.join(paths)}: too few documents ({writer.documents}) for a train/valid split: "
-                            + TOO_FEW_DOCUMENTS)
+        _check_prepared(", ".join(paths), writer.documents, chars, long_chars, min_documents)
         seconds = time.perf_counter() - t0
         writer.commit(folder, {"format": CACHE_FORMAT, "manifest": manifest, "vocab": tokenizer.vocab_file,
                                "do_lower_case": tokenizer.do_lower_case, "bytes": total, "workers": workers,
@@ -507,6 +499,19 @@ def prepare_corpus(paths: list[str], tokenizer: BertTokenizer, cache_dir: str, w
               f"tokens from {len(manifest['files'])} file(s), {total / 1e6:,.1f} MB in {seconds:.1f}s "
               f"({total / 1e6 / max(seconds, 1e-9):.1f} MB/s, {workers} worker(s)): {folder}", file=sys.stderr)
     return corpus
+
+
+def _check_prepared(name: str, documents: int, chars: int, long_chars: int, min_documents: int) -> None:
+    """DataError for a prepared corpus no run could use: no sentences, no sentence punctuation, too few
+    documents to split."""
+    if documents == 0:
+        raise DataError(f"{name}: no sentences found")
+    if long_chars > 0.5 * chars:
+        raise DataError(f"{name}: {long_chars / chars:.0%} of the text is in 'sentences' of over {LONG_SENTENCE:,} "
+                        "characters: it has no sentence punctuation (. ! ? 。！？；) to split it at. Give one sentence "
+                        "per line (BERT's format) or one paragraph per line")
+    if documents < min_documents:
+        raise DataError(f"{name}: too few documents ({documents}) for a train/valid split: " + TOO_FEW_DOCUMENTS)
 
 
 def prepare_pretraining_corpus(data: list[str] | None, cache_dir: str, vocab: str | None = None,

@@ -275,13 +275,38 @@ def train_wordpiece_vocab(texts: Iterable[str], vocab_size: int, out_file: str, 
     """Learn a WordPiece vocabulary and write it as vocab.txt (one token per line).
 
     Start from single characters (word-initial ones plain, the others as '##c'; all printable ASCII
-    characters are included even if unseen; see _alphabet), then repeatedly merge the most frequent adjacent pair seen at
-    least min_frequency times, until the vocabulary has vocab_size tokens. The merge criterion is plain
-    pair frequency (BPE), as in HF tokenizers' WordPieceTrainer, rather than the WordPiece likelihood
+    characters are included even if unseen; see _alphabet), then repeatedly merge the most frequent adjacent
+    pair seen at least min_frequency times, until the vocabulary has vocab_size tokens. The merge criterion
+    is plain pair frequency (BPE), as in HF tokenizers' WordPieceTrainer, rather than the WordPiece likelihood
     score count(ab) / (count(a) * count(b)): that score favours pairs of rare symbols, so it spends the
     vocabulary on rare whole words; on the default corpus at 8192 tokens it gave 3.2 tokens per word
-    against 1.3 for frequency. Pair counts are updated incrementally, touching only the words that
-    contain the merged pair; the best pair is found with one vectorised numpy pass per merge."""
+    against 1.3 for frequency."""
+    word_counts = _word_counts(texts, do_lower_case)
+    vocab = list(SPECIAL_TOKENS) + _alphabet(word_counts, vocab_size - len(SPECIAL_TOKENS), do_lower_case)
+    sym_id = {s: i for i, s in enumerate(vocab)}
+    # words with a character left out of the alphabet are [UNK] to the tokenizer: no merges from them
+    word_counts = {w: c for w, c in word_counts.items()
+                   if w[0] in sym_id and all("##" + ch in sym_id for ch in w[1:])}
+    pairs = _PairCounts([[sym_id[w[0]]] + [sym_id["##" + c] for c in w[1:]] for w in word_counts],
+                        list(word_counts.values()))
+    while len(vocab) < vocab_size:
+        best = pairs.most_frequent(max(1, min_frequency))
+        if best is None:
+            break  # no pair is frequent enough
+        a, b = best
+        token = vocab[a] + vocab[b][2:]  # b is always a '##' piece
+        new = sym_id.get(token)  # the same string may come from another split ('ab'+'##c', 'a'+'##bc')
+        if new is None:
+            new = sym_id[token] = len(vocab)
+            vocab.append(token)
+        pairs.merge(a, b, new)
+    write_text_atomic(out_file, "".join(t + "\n" for t in vocab))
+    return vocab
+
+
+def _word_counts(texts: Iterable[str], do_lower_case: bool) -> dict[str, int]:
+    """How often each word of BERT's basic tokenizer occurs in texts (special tokens, and words longer than
+    the tokenizer reads, left out: they never become word pieces)."""
     raw_counts = Counter()
     for text in texts:
         raw_counts.update(_whitespace_words(text))
@@ -290,52 +315,49 @@ def train_wordpiece_vocab(texts: Iterable[str], vocab_size: int, out_file: str, 
         if raw not in SPECIAL_TOKENS:
             for word in _split_word(raw, do_lower_case):
                 word_counts[word] += count
-    # longer words are [UNK] to the tokenizer anyway
-    word_counts = {w: c for w, c in word_counts.items() if len(w) <= BertTokenizer.max_input_chars_per_word}
-    vocab = list(SPECIAL_TOKENS) + _alphabet(word_counts, vocab_size - len(SPECIAL_TOKENS), do_lower_case)
-    sym_id = {s: i for i, s in enumerate(vocab)}
-    # words with a character left out of the alphabet are [UNK] to the tokenizer: no merges from them
-    word_counts = {w: c for w, c in word_counts.items()
-                   if w[0] in sym_id and all("##" + ch in sym_id for ch in w[1:])}
-    words = [[sym_id[w[0]]] + [sym_id["##" + c] for c in w[1:]] for w in word_counts]
-    freqs = list(word_counts.values())
+    return {w: c for w, c in word_counts.items() if len(w) <= BertTokenizer.max_input_chars_per_word}
 
-    pair_count = np.zeros(1 << 16, dtype=np.int64)  # pair index -> occurrences in the corpus
-    pairs: list[tuple[int, int]] = []  # pair index -> (left symbol, right symbol)
-    pair_index: dict[tuple[int, int], int] = {}
-    where: list[set[int]] = []  # pair index -> the words that contain it
 
-    def add_word(w: int, sign: int):
-        nonlocal pair_count
-        syms, f = words[w], freqs[w] * sign
+class _PairCounts:
+    """The adjacent symbol pairs of the words being merged, each counted by the frequency of the words it is
+    in, and the words that hold each pair: a merge updates only those words, and the most frequent pair is
+    one vectorised numpy pass."""
+
+    def __init__(self, words: list[list[int]], freqs: list[int]):
+        self.words, self.freqs = words, freqs
+        self.count = np.zeros(1 << 16, dtype=np.int64)  # pair index -> occurrences in the corpus
+        self.pairs: list[tuple[int, int]] = []  # pair index -> (left symbol, right symbol)
+        self.index: dict[tuple[int, int], int] = {}
+        self.where: list[set[int]] = []  # pair index -> the words that contain it
+        for w in range(len(words)):
+            self._add(w, +1)
+
+    def _add(self, w: int, sign: int) -> None:
+        syms, f = self.words[w], self.freqs[w] * sign
         for pair in zip(syms, syms[1:]):
-            p = pair_index.get(pair)
+            p = self.index.get(pair)
             if p is None:
-                p = pair_index[pair] = len(pairs)
-                pairs.append(pair)
-                where.append(set())
-                if p == len(pair_count):
-                    pair_count = np.concatenate([pair_count, np.zeros_like(pair_count)])
-            pair_count[p] += f
+                p = self.index[pair] = len(self.pairs)
+                self.pairs.append(pair)
+                self.where.append(set())
+                if p == len(self.count):
+                    self.count = np.concatenate([self.count, np.zeros_like(self.count)])
+            self.count[p] += f
             if sign > 0:
-                where[p].add(w)
+                self.where[p].add(w)
 
-    for w in range(len(words)):
-        add_word(w, +1)
-    threshold = max(1, min_frequency)
-    while len(vocab) < vocab_size and pairs:
-        best = int(np.argmax(pair_count[:len(pairs)]))  # the first of equals: deterministic
-        if pair_count[best] < threshold:
-            break  # no pair is frequent enough
-        a, b = pairs[best]
-        token = vocab[a] + vocab[b][2:]  # b is always a '##' piece
-        new = sym_id.get(token)  # the same string may come from another split ('ab'+'##c', 'a'+'##bc')
-        if new is None:
-            new = sym_id[token] = len(vocab)
-            vocab.append(token)
-        for w in list(where[best]):
-            add_word(w, -1)
-            syms, merged, i = words[w], [], 0
+    def most_frequent(self, threshold: int) -> tuple[int, int] | None:
+        """The most frequent pair (the first of equals: deterministic), or None below threshold."""
+        if not self.pairs:
+            return None
+        best = int(np.argmax(self.count[:len(self.pairs)]))
+        return self.pairs[best] if self.count[best] >= threshold else None
+
+    def merge(self, a: int, b: int, new: int) -> None:
+        """Every a followed by b becomes `new`, in every word that holds the pair."""
+        for w in list(self.where[self.index[(a, b)]]):
+            self._add(w, -1)
+            syms, merged, i = self.words[w], [], 0
             while i < len(syms):
                 if i + 1 < len(syms) and syms[i] == a and syms[i + 1] == b:
                     merged.append(new)
@@ -344,11 +366,9 @@ def train_wordpiece_vocab(texts: Iterable[str], vocab_size: int, out_file: str, 
                     merged.append(syms[i])
                     i += 1
             for pair in zip(syms, syms[1:]):  # this word no longer holds its old pairs
-                where[pair_index[pair]].discard(w)
-            words[w] = merged
-            add_word(w, +1)
-    write_text_atomic(out_file, "".join(t + "\n" for t in vocab))
-    return vocab
+                self.where[self.index[pair]].discard(w)
+            self.words[w] = merged
+            self._add(w, +1)
 
 
 def min_vocab_size(do_lower_case: bool = True) -> int:

@@ -78,7 +78,7 @@ def train(s: Settings, resume: Resume | None, run: RunFolder) -> int:
     # last_epoch=step-1: the constructor steps once, to `step`, so a resumed run continues its schedule.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(s.warmup, s.steps, s.decay),
                                                   last_epoch=step - 1)
-    raw_model, core, model = wrap_model(model, s, device)
+    raw_model, compiled, model = wrap_model(model, s, device)
 
     # --- what the run writes: TensorBoard, checkpoints, log lines; how it stops
     writer = open_writer(run_dir, s, step, corpus_info, run.created, resume) if is_main else None
@@ -126,7 +126,7 @@ def train(s: Settings, resume: Resume | None, run: RunFolder) -> int:
 
         if step % s.eval_interval == 0 or step == s.steps:
             with timer("eval"):
-                metrics = evaluate(core, valid_data, eval_start, s, device, autocast, most_frequent)
+                metrics = evaluate(compiled, valid_data, eval_start, s, device, autocast, most_frequent)
                 log.remeasure_peak(device, PRECISION_DTYPES[s.precision])
             if is_main:
                 log_eval(writer, metrics, step)
@@ -150,7 +150,7 @@ def train(s: Settings, resume: Resume | None, run: RunFolder) -> int:
     log.close()
     stop.restore()
     if step == s.steps and exit_code == 0 and not metrics:  # resumed at its last step, killed before its export
-        metrics = evaluate(core, valid_data, eval_start, s, device, autocast, most_frequent)
+        metrics = evaluate(compiled, valid_data, eval_start, s, device, autocast, most_frequent)
     if is_main and step == s.steps and exit_code == 0:
         finish_run(s, writer, raw_model, tokenizer, vocab_file, config, metrics, run_dir, world, timer, log.t_start)
     if writer:
@@ -436,13 +436,13 @@ def most_frequent_token(corpus, tokenizer) -> int:
 def wrap_model(model, s: Settings, device: torch.device) -> tuple:
     """(the model itself, for saving and visualising; compiled, for evaluation; the one to train: under
     torchrun, wrapped in DDP)."""
-    core = torch.compile(model) if s.compile else model
+    compiled = torch.compile(model) if s.compile else model
     if not dist.is_initialized():
-        return model, core, core
+        return model, compiled, compiled
     # Without NSP the pooler and NSP head get no gradient: DDP must be told.
     ddp = torch.nn.parallel.DistributedDataParallel(
-        core, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=s.no_nsp)
-    return model, core, ddp
+        compiled, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=s.no_nsp)
+    return model, compiled, ddp
 
 
 def open_writer(run_dir: str, s: Settings, step: int, corpus_info: dict, fresh: bool, resume: Resume | None):
@@ -638,7 +638,7 @@ class Resume:
 
     def settings(self, flags: dict, given: set[str]) -> dict:
         saved = {k: v for k, v in self.state["args"].items() if k in flags and k not in self.NOT_FROM_CHECKPOINT}
-        saved.setdefault("decay", 1.0)  # runs from before --decay decayed as BERT
+        saved.setdefault("decay", 1.0)  # a checkpoint without the setting decays as BERT does
         values = {**flags, **saved, **{k: flags[k] for k in given}}
         if "cache_dir" not in given:
             values["cache_dir"] = self.cache_dir() or flags["cache_dir"]

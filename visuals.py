@@ -109,15 +109,15 @@ def probe_texts(tokenizer, corpus) -> tuple[list[str], str]:
                  if 8 <= len(s) <= 40][:4]
     if not sentences:
         return PROBES, ATTENTION_PROBE
-    def text(tokens: list[str]) -> str:  # no spaces next to CJK characters: the tokenizer splits them anyway
+    def joined(tokens: list[str]) -> str:  # no spaces next to CJK characters: the tokenizer splits them anyway
         return re.sub(r" (?=[\u3000-\u9fff\uff00-\uffef])|(?<=[\u3000-\u9fff\uff00-\uffef]) ", "",
                       " ".join(tokens).replace(" ##", ""))
     texts = []
     for s in sentences:
         tokens = tokenizer.convert_ids_to_tokens(s)
         tokens[len(tokens) // 2] = "[MASK]"
-        texts.append(text(tokens))
-    return texts[1:] or texts, text(tokenizer.convert_ids_to_tokens(sentences[0]))
+        texts.append(joined(tokens))
+    return texts[1:] or texts, joined(tokenizer.convert_ids_to_tokens(sentences[0]))
 
 
 @torch.no_grad()

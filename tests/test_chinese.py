@@ -10,7 +10,8 @@ import pytest
 
 import corpus
 import token_cache
-from tokenization import BertTokenizer, DataError, train_wordpiece_vocab
+from cli import DataError
+from tokenization import BertTokenizer, train_wordpiece_vocab
 
 WORDS = ("我们 中国 人民 经济 发展 今天 北京 政府 工作 世界 国家 社会 问题 企业 建设 改革 开放 时间 学生 老师 "
          "城市 农村 科学 技术 文化 历史 重要 继续 已经 进行 提高 生活 朋友 新年 希望 未来 环境 保护 合作 "

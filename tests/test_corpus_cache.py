@@ -17,7 +17,8 @@ import pytest
 import corpus
 import data
 import token_cache
-from tokenization import BertTokenizer, DataError, train_wordpiece_vocab
+from cli import DataError
+from tokenization import BertTokenizer, train_wordpiece_vocab
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ("the a of cat dog bird tree house river stone light water green small large old new quick slow "

@@ -62,7 +62,8 @@ def originals(batch):
 def test_batch_layout(corpus, tokenizer):
     pd = data.PretrainingData(corpus, tokenizer, max_seq_length=64, max_predictions_per_seq=10, seed=1)
     for batch in batches(pd, 20, 32):
-        assert batch["input_mask"] is batch["attention_mask"] and batch["segment_ids"] is batch["token_type_ids"]
+        assert sorted(batch) == sorted(["input_ids", "attention_mask", "token_type_ids", "masked_lm_positions",
+                                        "masked_lm_ids", "masked_lm_weights", "next_sentence_labels"])  # one name each
         for key in ("input_ids", "attention_mask", "token_type_ids", "masked_lm_positions", "masked_lm_ids",
                     "next_sentence_labels"):
             assert batch[key].dtype == torch.int64, key
