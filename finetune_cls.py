@@ -665,7 +665,7 @@ def add_optimisation_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_transfer_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("did pretraining help? (see the README's transfer section)")
+    g = p.add_argument_group("did pretraining help? (see docs/fine-tuning.md)")
     g.add_argument("--compare", action="store_true",
                    help="fine-tune the pretrained model (--init, else the newest train_mlm.py run) and the scratch "
                         "baseline alike: sibling TensorBoard runs pretrained/ and scratch/, and a table of both")

@@ -186,6 +186,6 @@ def warn_if_misread(tokenizer: BertTokenizer, texts: list[str], source: str, pic
 
 def default_lr(config: BertConfig) -> float:
     # BERT's 2e-5..5e-5 is for base and large. The compact models need larger steps: on the default
-    # task, sweeps gave the best test accuracy at 1e-3 for tiny and 2e-4 for mini (see the README).
+    # task, sweeps gave the best test accuracy at 1e-3 for tiny and 2e-4 for mini (docs/fine-tuning.md).
     h = config.hidden_size
     return 1e-3 if h <= 128 else 2e-4 if h <= 256 else 1e-4 if h <= 512 else 3e-5 if h <= 768 else 2e-5

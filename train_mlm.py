@@ -778,12 +778,12 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--valid-fraction", type=float, default=0.05, help="share of documents held out for eval")
     g.add_argument("--seq-len", type=int, default=64,
                    help="max_seq_length: tokens per sequence (BERT: 128, then 512; 64 gives a short run twice "
-                        "the NSP pairs per step, see the README)")
+                        "the NSP pairs per step, see docs/pretraining.md)")
     g.add_argument("--max-predictions", type=int,
                    help="max_predictions_per_seq (default: --mask-prob x --seq-len, rounded up: 16 at the defaults; "
                         "BERT's 20 at 0.15 x 128)")
     g.add_argument("--mask-prob", type=float, default=0.25,
-                   help="masked_lm_prob (BERT: 0.15); 0.25 transfers better in a short run, see the README")
+                   help="masked_lm_prob (BERT: 0.15); 0.25 transfers better in a short run, see docs/pretraining.md")
     g.add_argument("--short-seq-prob", type=float, default=0.1, help="share of shorter sequences")
     g.add_argument("--no-nsp", action="store_true",
                    help="drop next sentence prediction: single segments, MLM loss only (as RoBERTa)")
@@ -798,7 +798,7 @@ def add_optimisation_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=int, default=1000, help="optimizer steps to train")
     g.add_argument("--batch-size", type=int, default=48,
                    help="sequences per micro-batch, per process (48 x 64 tokens: --mask-prob 0.25's extra predictions "
-                        "in the time of 64 x 64 at 0.15, see the README)")
+                        "in the time of 64 x 64 at 0.15, see docs/pretraining.md)")
     g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
     g.add_argument("--warmup", type=float, default=0.06,
@@ -806,7 +806,7 @@ def add_optimisation_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decay", type=float, default=0.2,
                    help="share of the steps after warmup over which the lr decays linearly to zero; until "
                         "then it holds at --lr. 1.0 is BERT's schedule (decay from the end of warmup); "
-                        "0.2 learns more in a short run (see the README)")
+                        "0.2 learns more in a short run (see docs/pretraining.md)")
     g.add_argument("--weight-decay", type=float, default=0.01,
                    help="AdamW weight decay (never applied to biases and LayerNorm)")
     g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping threshold")

@@ -34,12 +34,12 @@ def pytest_addoption(parser):
     # of them is descheduled: a 2-thread step can take 4x longer than a 1-thread one. Pinning the
     # thread count (usually to 1) keeps such numbers repeatable; say so when quoting them.
     parser.addoption("--bench-corpus-mb", default="2",
-                     help="comma-separated corpus sizes in MB for bench/test_corpus_scale.py (README: 100,1000)")
+                     help="comma-separated corpus sizes in MB for bench/test_corpus_scale.py (docs/data.md: 100,1000)")
     parser.addoption("--bench-small-files", type=int, default=2000,
                      help="number of 1 KB files for the many-small-files case of bench/test_corpus_scale.py "
-                          "(README: 100000)")
+                          "(docs/data.md: 100000)")
     parser.addoption("--bench-long-line-mb", type=float, default=2,
-                     help="MB of the one-line JSONL document of bench/test_corpus_scale.py (README: 200)")
+                     help="MB of the one-line JSONL document of bench/test_corpus_scale.py (docs/data.md: 200)")
     parser.addoption("--bench-threads", type=int, default=None,
                      help="torch.set_num_threads for the whole run (default: torch's choice)")
 

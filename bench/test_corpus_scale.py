@@ -5,8 +5,8 @@ and the corpora that used to be slow: many small files, and one enormous line.
 
 The corpora are made by bench/make_corpus.py from the embedded corpus's real sentences, varied. Sizes
 come from --bench-corpus-mb (default 2: the smoke size CI runs, which checks that every figure is
-there, finite and positive; the README's table: --bench-corpus-mb 100,1000), --bench-small-files
-(default 2000; README 100000) and --bench-long-line-mb (default 2; README 200)."""
+there, finite and positive; docs/data.md's table: --bench-corpus-mb 100,1000), --bench-small-files
+(default 2000; docs/data.md: 100000) and --bench-long-line-mb (default 2; docs/data.md: 200)."""
 
 from __future__ import annotations
 
