@@ -5,6 +5,8 @@ errors and the start-up lines are tested beside their scripts' other tests.)"""
 import json
 import re
 
+import pytest
+
 import finetune_cls
 import train_mlm
 from cli import display_width
@@ -114,3 +116,15 @@ def test_resuming_a_folder_that_does_not_exist_names_the_runs_that_do(run, tmp_p
     err = capsys.readouterr().err.strip()
     assert err == f"error: --resume {tmp_path / 'runs' / 'rnu'}: no such file or folder; runs with checkpoints in " \
                   f"{tmp_path / 'runs'}: run"
+
+
+@pytest.mark.parametrize("script", ["train_mlm", "prepare_data", "finetune_cls"])
+def test_help_states_each_default_once(script, capsys):
+    module = __import__(script)
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    help_text = capsys.readouterr().out
+    flags = re.split(r"\n  (?=-)", help_text)[1:]  # one block per flag
+    assert len(flags) > 8
+    assert not [f for f in flags if f.count("default") > 1 and f.count("(default") > 1], help_text
+    assert "(default: one per CPU, at most one per MB of corpus)" in " ".join(help_text.split()) or script == "finetune_cls"
