@@ -15,6 +15,7 @@ import io
 import os
 import random
 import re
+import zipfile
 
 import numpy as np
 import torch
@@ -47,10 +48,27 @@ def step_checkpoints(folder: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def run_home(checkpoint: str) -> str | None:
-    """The run folder a checkpoint file belongs to (<run>/checkpoints/<file>), or None for a loose file."""
+def checkpoint_parent(checkpoint: str) -> str | None:
+    """The folder above the checkpoint's checkpoints/ (<folder>/checkpoints/<file>), or None."""
     folder = os.path.dirname(os.path.abspath(checkpoint))
     return os.path.dirname(folder) if os.path.basename(folder) == "checkpoints" else None
+
+
+def is_run_folder(folder: str) -> bool:
+    """Whether a folder is a train_mlm.py run's: it has the lock, the corpus record or TensorBoard events a run
+    writes first. (A folder that merely holds a checkpoints/ folder is not: resuming from it would write there.)"""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    return ".lock" in names or "corpus.json" in names or any(n.startswith("events.out.tfevents.") for n in names)
+
+
+def run_home(checkpoint: str) -> str | None:
+    """The run folder a checkpoint file belongs to (<run>/checkpoints/<file> in a run folder), or None for a
+    loose file."""
+    parent = checkpoint_parent(checkpoint)
+    return parent if parent and is_run_folder(parent) else None
 
 
 def find_checkpoint(path: str) -> str:
@@ -89,14 +107,33 @@ def load_checkpoint(path: str) -> dict:
     CheckpointError (one line naming the file) otherwise. For a damaged file, an older checkpoint beside
     it is named to resume from instead."""
     try:
+        check_crc(path)
         state = torch_load(path, allowed=_NUMPY_ARRAY)
     except CheckpointError as e:
         older = [p for step, p in step_checkpoints(os.path.dirname(path))
                  if os.path.basename(p) != os.path.basename(path) and _step_of(p) < _step_of(path)]
-        hint = f"; resume from an older one: --resume {older[-1]}" if older and "refused" not in str(e) else ""
+        # The damaged file stays where it is (it may be all there is of a run): resuming an older one in this
+        # folder would be refused for it, so the way given is a new folder, or the damaged file moved aside.
+        hint = (f"; resume from an older one in a new folder, --resume {older[-1]} --run-name NEW_NAME, or move "
+                f"{os.path.basename(path)} out of {os.path.dirname(path)} and --resume {older[-1]}"
+                if older and "refused" not in str(e) else "")
         raise CheckpointError(f"{e}{hint}") from None
     check_parts(state, path)
     return state
+
+
+def check_crc(path: str) -> None:
+    """CheckpointError when a stored entry of the checkpoint's zip does not match its CRC-32 (bytes changed
+    on disk or in a copy): torch's reader does not check them, and would load the changed tensors."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError):
+        return  # not a zip (a legacy torch file, or no checkpoint at all): torch_load says what it is
+    except Exception as e:  # a damaged zip directory, a CRC error raised rather than reported
+        raise CheckpointError(f"{path}: damaged checkpoint ({first_line(e)})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: damaged checkpoint ({bad} does not match its checksum)")
 
 
 def _step_of(path: str) -> float:
@@ -112,6 +149,8 @@ def check_parts(state, path: str) -> None:
     if missing:
         raise CheckpointError(f"{path}: not a train_mlm.py checkpoint (it has no {', '.join(missing)})")
     wrong = [k for k, kind in PARTS.items() if not isinstance(state[k], kind) or isinstance(state[k], bool)]
+    if isinstance(state["rng"], list) and (not state["rng"] or not all(isinstance(r, dict) for r in state["rng"])):
+        wrong.append("rng")
     if wrong or state["step"] < 0 or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
         raise CheckpointError(f"{path}: damaged train_mlm.py checkpoint ({', '.join(wrong) or 'model, step'} "
                               "not as train_mlm.py writes them)")

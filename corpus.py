@@ -699,13 +699,18 @@ def _corpus_fingerprint() -> str:
     return hashlib.sha256("\n".join(versions).encode()).hexdigest()[:16]
 
 
+def default_corpus_path(cache_dir: str) -> str:
+    """Where default_corpus_file keeps the default corpus of this Python, torch and numpy (built or not)."""
+    return os.path.join(cache_dir, f"default_corpus-{_corpus_fingerprint()}.txt")
+
+
 def default_corpus_file(cache_dir: str) -> tuple[str, dict]:
     """The embedded default corpus as a file in BERT's pretraining format, and its info: CPython's reference
     documentation topics (pydoc_data) and the docstrings of the standard library, torch and numpy, cleaned
     down to prose sentences; one document per topic or module. Built once (tens of seconds) and cached
     under cache_dir."""
-    fingerprint = _corpus_fingerprint()
-    path = os.path.join(cache_dir, f"default_corpus-{fingerprint}.txt")
+    path = default_corpus_path(cache_dir)
+    fingerprint = os.path.basename(path)[len("default_corpus-"):-len(".txt")]
     info_path = path[:-4] + ".json"
     if os.path.isfile(path) and os.path.isfile(info_path):
         with open(info_path, encoding="utf-8") as f:

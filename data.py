@@ -309,6 +309,10 @@ class PretrainingData:
                 "seed": self.seed, "shuffle_buffer": self.shuffle_buffer}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue at a position state_dict() gave (ValueError when `state` is not one of this stream's: a
+        checkpoint may be damaged or crafted)."""
+        _check_position(state, len(self.documents), self.documents.num_tokens() if hasattr(self.documents, "num_tokens")
+                        else sum(len(t) for d in self.documents for t in d))
         seed, shuffle_buffer = int(state["seed"]), int(state.get("shuffle_buffer", self.shuffle_buffer))
         if (seed, shuffle_buffer) != (self.seed, self.shuffle_buffer):  # another stream: nothing cached holds
             self._order_epoch, self._block_key = None, None
@@ -319,6 +323,22 @@ class PretrainingData:
         else:  # a whole-epoch stream's state ({epoch, cursor, seed}): the same number of instances into its epoch
             for _ in range(int(state["cursor"])):
                 self._next_instance()
+
+
+def _check_position(state, n_documents: int, n_tokens: int) -> None:
+    """ValueError unless `state` is a stream position: whole numbers in range (a block starts at a document
+    of the epoch's order; a whole-epoch state's cursor counts instances, fewer than the tokens)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"the data position is a {type(state).__name__}, not a dict")
+    limits = {"epoch": 2 ** 31, "seed": 2 ** 32, "shuffle_buffer": 2 ** 31, "block": n_documents, "index": 2 ** 31,
+              "cursor": n_tokens + 1 if "block" not in state else 2 ** 62}
+    for name in ("epoch", "seed", "cursor", *[k for k in ("shuffle_buffer", "block", "index") if k in state]):
+        value = state.get(name)
+        low = 1 if name == "shuffle_buffer" else 0
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value < limits[name]:
+            raise ValueError(f"the data position's {name} is {value!r}, not a whole number in [{low}, {limits[name]})")
+    if ("block" in state) != ("index" in state):
+        raise ValueError("the data position has a block without its index, or an index without its block")
 
 
 class Prefetcher:
@@ -468,9 +488,13 @@ class LabelMap:
     @classmethod
     def load(cls, path: str) -> "LabelMap":
         try:
-            return cls(json.loads(read_text(path))["labels"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DataError(f"{path}: not a label map ({e})") from None
+            labels = json.loads(read_text(path))["labels"]
+        except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as e:
+            raise DataError(f"{path}: not a label map ({type(e).__name__}: {str(e)[:80]})") from None
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels) \
+                or len(set(labels)) < len(labels):
+            raise DataError(f"{path}: not a label map (\"labels\" must be a list of distinct label names)")
+        return cls(labels)
 
 
 def encode_classification(examples: list[ClassificationExample], tokenizer: BertTokenizer, label_map: LabelMap,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import Callable
@@ -79,14 +80,19 @@ def write_folder(path: str, fill: Callable[[str], None]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# What atomic_write and write_folder stage under: .tmp- and mkstemp's 8 characters, after a folder's name.
+_STAGED = re.compile(r"\.tmp-(?:old-)?(?:[^/]+-)?[a-z0-9_]{8}")
+
+
 def remove_stale_temporaries(folder: str) -> list[str]:
-    """Remove the hidden staging files and folders (TMP_PREFIX) that a killed writer left in `folder`;
-    call it only where no live writer can be at work (a locked run folder). Returns what was removed."""
+    """Remove the hidden staging files and folders (atomic_write's, write_folder's) that a killed writer left
+    in `folder`; call it only where no live writer can be at work (a locked run folder). Returns what was
+    removed."""
     removed = []
     if not os.path.isdir(folder):
         return removed
     for name in sorted(os.listdir(folder)):
-        if name.startswith(TMP_PREFIX):
+        if _STAGED.fullmatch(name):
             path = os.path.join(folder, name)
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
@@ -102,7 +108,25 @@ def check_run_name(name: str, flag: str = "--run-name") -> str:
             or name.startswith(TMP_PREFIX) or name == LOCK_FILE:
         raise UsageError(f"{flag} {name!r}: a run name is one folder name (no '/', not '.' or '..'); the folder "
                          "goes under --out-dir")
+    if len(name.encode("utf-8", "surrogateescape")) > 200:  # file systems allow 255 bytes; -1, -2 ... and .tmp- fit
+        raise UsageError(f"{flag}: a run name of {len(name.encode('utf-8', 'surrogateescape'))} bytes is too long "
+                         "(at most 200)")
     return name
+
+
+_HELD: set[int] = set()  # the lock descriptors this process holds
+
+
+def drop_inherited_locks() -> None:
+    """In a forked child (a tokenising worker): close the run-folder locks inherited from the parent. A lock
+    is held while any descriptor of it is open, so a child that outlived a killed parent would keep the
+    run locked."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
 
 
 class RunFolder:
@@ -122,13 +146,20 @@ class RunFolder:
         """out_dir/name, which must not exist. numbered (a generated name): name-1, name-2 ... are tried
         when another run took the name first."""
         check_run_name(name)
-        os.makedirs(out_dir, exist_ok=True)
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UsageError(f"--out-dir {out_dir}: not a folder (a file is in the way)") from None
+        except OSError as e:
+            raise UsageError(f"--out-dir {out_dir}: {e.strerror}") from None
         for i in range(1000 if numbered else 1):
             path = os.path.join(out_dir, name if i == 0 else f"{name}-{i}")
             try:
                 os.mkdir(path)  # atomic: of two runs that try the same name, one gets it
             except FileExistsError:
                 continue
+            except OSError as e:
+                raise UsageError(f"{path}: {e.strerror}") from None
             folder = cls(path, created=True)
             folder._lock()
             return folder
@@ -147,7 +178,12 @@ class RunFolder:
     def _lock(self) -> None:
         if fcntl is None:
             return
-        self._fd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        path = os.path.join(self.path, LOCK_FILE)
+        try:  # never through a link: a copied folder's .lock could point at any file, which we would truncate
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise UsageError(f"{path}: {e.strerror}; a run folder's lock is a plain file (remove it if it is a "
+                             "link)") from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -158,6 +194,7 @@ class RunFolder:
                              "choose another --run-name") from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD.add(self._fd)
 
     def keep(self) -> None:
         """The run has begun: its folder stays, whatever happens next."""
@@ -165,6 +202,7 @@ class RunFolder:
 
     def release(self) -> None:
         if self._fd is not None:
+            _HELD.discard(self._fd)
             os.close(self._fd)
             self._fd = None
 

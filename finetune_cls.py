@@ -719,8 +719,13 @@ def check_train_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
         p.error("--valid-fraction must be in (0, 1) and --warmup in [0, 1)")
     if args.max_length < 4:
         p.error(f"--max-length must be at least 4 ([CLS], [SEP] and room for text), got {args.max_length}")
-    if args.lr is not None and args.lr <= 0:
+    if args.lr is not None and not 0 < args.lr < math.inf:
         p.error(f"--lr must be positive, got {args.lr}")
+    if not 0 < args.clip < math.inf or not 0 <= args.weight_decay < math.inf:
+        p.error(f"--clip must be positive and --weight-decay not negative, got {args.clip} and {args.weight_decay}")
+    for seed in [args.seed, *(args.seeds or [])]:
+        if not 0 <= seed < 2 ** 32:
+            p.error(f"--seed and --seeds must be in [0, 2^32), got {seed}")
     if (args.valid or args.test) and not args.train:
         p.error("--valid and --test need --train")
     for n in args.per_class or []:

@@ -90,7 +90,7 @@ class BertConfig:
                     or (name == "layer_norm_eps" and value == 0):
                 raise ValueError(f"{name} is {value!r}; it must be a number in [{low}, {high}]"
                                  + (", above 0" if name == "layer_norm_eps" else ""))
-        if self.pad_token_id is not None and (not isinstance(self.pad_token_id, int)
+        if self.pad_token_id is not None and (not isinstance(self.pad_token_id, int) or isinstance(self.pad_token_id, bool)
                                               or not 0 <= self.pad_token_id < self.vocab_size):
             raise ValueError(f"pad_token_id is {self.pad_token_id!r}; it must be a token id below vocab_size")
         if self.hidden_size % self.num_attention_heads:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 
 from cli import DataError
@@ -61,10 +62,10 @@ def tokenizer_settings(model_dir: str) -> dict | None:
         raise CheckpointError(f"{settings_file}: not a tokenizer config (a JSON {type(settings).__name__}, "
                               "not an object)")
     lower, length = settings.get("do_lower_case", True), settings.get("model_max_length")
-    number = isinstance(length, (int, float)) and not isinstance(length, bool)
-    if not isinstance(lower, bool) or length is not None and (not number or length < 1):
+    whole = isinstance(length, int) or isinstance(length, float) and math.isfinite(length) and length.is_integer()
+    if not isinstance(lower, bool) or length is not None and (not whole or isinstance(length, bool) or length < 1):
         raise CheckpointError(f"{settings_file}: do_lower_case must be true or false and model_max_length a "
-                              f"positive number (got {lower!r}, {length!r})")
+                              f"positive whole number (got {lower!r}, {length!r})")
     return settings
 
 

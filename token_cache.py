@@ -42,9 +42,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from corpus import CHUNK_BYTES, Chunk, corpus_files, default_corpus_file, file_chunks, parse_chunk, sample_sentences
+from corpus import (CHUNK_BYTES, Chunk, corpus_files, default_corpus_file, default_corpus_path, file_chunks, parse_chunk,
+                    sample_sentences)
 from progress import Progress
 from cli import DataError, Terminated
+from files import drop_inherited_locks
 from tokenization import BertTokenizer, train_wordpiece_vocab
 
 CACHE_FORMAT = 3  # bump when the layout or the parsing changes, to invalidate caches
@@ -346,7 +348,22 @@ _worker_tokenizer: BertTokenizer | None = None
 def _init_worker(vocab_file: str, do_lower_case: bool) -> None:
     global _worker_tokenizer
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, which only notes it
+    _die_with_parent()
+    drop_inherited_locks()  # a worker outliving a killed parent must not keep its run folder locked
     _worker_tokenizer = BertTokenizer(vocab_file, do_lower_case)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent dies (killed by the out-of-memory killer, say), instead
+    of leaving it waiting for work that never comes."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _tokenized(units: Iterator[list], tokenizer: BertTokenizer, workers: int, scratch: str, text_field: str,
@@ -499,6 +516,19 @@ def prepare_corpus(paths: list[str], tokenizer: BertTokenizer, cache_dir: str, w
               f"tokens from {len(manifest['files'])} file(s), {total / 1e6:,.1f} MB in {seconds:.1f}s "
               f"({total / 1e6 / max(seconds, 1e-9):.1f} MB/s, {workers} worker(s)): {folder}", file=sys.stderr)
     return corpus
+
+
+def holds_prepared(cache_dir: str, data: list[str] | None, vocab_text: str, do_lower_case: bool,
+                   text_field: str = "text") -> bool:
+    """Whether cache_dir holds this corpus already prepared with this vocabulary: a run would only read it,
+    and write nothing there."""
+    paths, fmt = (data, None) if data else ([default_corpus_path(cache_dir)], "bert")
+    try:
+        manifest = corpus_manifest(paths, text_field, fmt, cache_dir)
+    except DataError:
+        return False
+    key = _key(CACHE_FORMAT, manifest, hashlib.sha256(vocab_text.encode()).hexdigest(), do_lower_case)
+    return os.path.isfile(os.path.join(cache_dir, f"corpus-{key[:20]}", "meta.json"))
 
 
 def _check_prepared(name: str, documents: int, chars: int, long_chars: int, min_documents: int) -> None:

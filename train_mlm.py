@@ -33,14 +33,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from checkpoints import (Checkpointer, STEP_FILE, find_checkpoint, load_checkpoint, run_home, set_rng_state,
-                         step_checkpoints)
+from checkpoints import (Checkpointer, STEP_FILE, checkpoint_parent, find_checkpoint, load_checkpoint, run_home,
+                         set_rng_state, step_checkpoints)
 from cli import ArgumentParser, DataError, HelpFormatter, UsageError, not_positive, run_cli
 from data import Prefetcher, PretrainingData, split_ids
 from files import RunFolder, check_run_name, remove_stale_temporaries, write_folder, write_json, write_text_atomic
 from model import (BertConfig, BertForPreTraining, CheckpointError, PRESETS, activation_bytes_per_sequence,
                    first_line, pretraining_flops_per_sequence)
-from token_cache import TOO_FEW_DOCUMENTS, add_corpus_flags, prepare_pretraining_corpus
+from token_cache import TOO_FEW_DOCUMENTS, add_corpus_flags, holds_prepared, prepare_pretraining_corpus
 from tokenization import vocab_size_problem
 from training import (PRECISION_DTYPES, Settings, StopSignal, Timer, autocast_for, check_precision,
                       device_memory, lr_lambda, make_optimizer, measure_peak_flops, seed_everything, setup_device,
@@ -52,11 +52,9 @@ from visuals import (custom_scalars_layout, log_embeddings, log_eval, log_gradie
 # ----------------------------------------------------------------------------- the training loop
 
 
-def train(s: Settings, resume: Resume | None, run: RunFolder) -> int:
-    # --- processes: torchrun sets RANK/WORLD_SIZE; a plain run is rank 0 of 1
-    device, rank, world = start_processes(s.device)
+def train(s: Settings, resume: Resume | None, run: RunFolder, device: torch.device, rank: int, world: int) -> int:
+    # --- processes (started by main(): torchrun sets RANK/WORLD_SIZE; a plain run is rank 0 of 1)
     is_main = rank == 0
-    check_precision(s.precision, device)
     run_dir = s.run_dir  # this run's own folder, claimed by main(): nothing is written outside it
     if resume:
         resume.write_vocab(s.vocab, is_main)
@@ -73,7 +71,7 @@ def train(s: Settings, resume: Resume | None, run: RunFolder) -> int:
     optimizer = make_optimizer(model, s.lr, s.weight_decay, device)
     scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
     autocast = autocast_for(device, s.precision)
-    step, best_valid = resume.restore(model, optimizer, scaler, train_data, vocab_file, s) if resume \
+    step, best_valid = resume.restore(model, optimizer, scaler, train_data, vocab_file, corpus_info, s) if resume \
         else (0, math.inf)
     # last_epoch=step-1: the constructor steps once, to `step`, so a resumed run continues its schedule.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(s.warmup, s.steps, s.decay),
@@ -126,12 +124,12 @@ def train(s: Settings, resume: Resume | None, run: RunFolder) -> int:
 
         if step % s.eval_interval == 0 or step == s.steps:
             with timer("eval"):
-                metrics = evaluate(compiled, valid_data, eval_start, s, device, autocast, most_frequent)
+                metrics = evaluate(compiled, valid_data, eval_start, s, device, autocast, most_frequent, stop)
                 log.remeasure_peak(device, PRECISION_DTYPES[s.precision])
-            if is_main:
+            if is_main and metrics:  # {}: cut short by a stop signal
                 log_eval(writer, metrics, step)
             log.evaluation(step, metrics)
-            if checkpoints.improves(metrics["loss"]):
+            if checkpoints.improves(metrics.get("loss", math.inf)):
                 checkpoints.save("best.pt", step)
         if is_main and viz_due(s, step):
             with timer("viz"):
@@ -255,7 +253,7 @@ class TrainLog:
 
     def evaluation(self, step: int, m: dict) -> None:
         """The valid metrics of an evaluation, as a line (above the bar on a terminal)."""
-        if self.writer is None:
+        if self.writer is None or not m:
             return
         line = (f"eval at step {step}: valid loss {m['loss']:.4f}"
                 + (f" (MLM {m['mlm_loss']:.4f} + NSP {m['nsp_loss']:.4f})" if "nsp_loss" in m else "")
@@ -276,12 +274,17 @@ def viz_due(s: Settings, step: int) -> bool:
 
 
 @torch.no_grad()
-def evaluate(model, data: PretrainingData, start: dict, s: Settings, device, autocast, most_frequent: int) -> dict:
-    """Valid metrics over a fixed set of batches: the data restarts from `start` every time."""
+def evaluate(model, data: PretrainingData, start: dict, s: Settings, device, autocast, most_frequent: int,
+             stop: StopSignal | None = None) -> dict:
+    """Valid metrics over a fixed set of batches: the data restarts from `start` every time. In one process,
+    a stop signal cuts it short ({}: the step is saved at once, not after a long evaluation)."""
     model.eval()
     data.load_state_dict(start)
     sums = torch.zeros(8, dtype=torch.float64)  # on the CPU: MPS has no float64
     for _ in range(s.eval_batches):
+        if stop and stop.signum and not dist.is_initialized():  # under DDP every rank must finish alike
+            model.train()
+            return {}
         batch = to_device(data.next_batch(s.batch_size), device)
         with autocast:
             out = model(**model_inputs(batch, s.no_nsp))
@@ -348,21 +351,22 @@ def is_local_main() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
+EXPORT_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json")  # final/, whole
 _CONFIG_FLAGS = {"hidden_size": "--hidden", "intermediate_size": "--hidden", "num_hidden_layers": "--layers",
                  "num_attention_heads": "--heads", "max_position_embeddings": "--seq-len", "vocab_size": "--vocab-size"}
 
 
 def build_config(s, vocab_size: int) -> BertConfig:
-    config = BertConfig.from_preset(s.config, vocab_size=vocab_size, hidden_dropout_prob=s.dropout,
-                                    attention_probs_dropout_prob=s.dropout,
-                                    max_position_embeddings=max(512, s.seq_len))
-    if s.layers is not None:
-        config.num_hidden_layers = s.layers
-    if s.hidden is not None:
-        config.hidden_size, config.intermediate_size = s.hidden, 4 * s.hidden
-    if s.heads is not None:
-        config.num_attention_heads = s.heads
     try:
+        config = BertConfig.from_preset(s.config, vocab_size=vocab_size, hidden_dropout_prob=s.dropout,
+                                        attention_probs_dropout_prob=s.dropout,
+                                        max_position_embeddings=max(512, s.seq_len))
+        if s.layers is not None:
+            config.num_hidden_layers = s.layers
+        if s.hidden is not None:
+            config.hidden_size, config.intermediate_size = s.hidden, 4 * s.hidden
+        if s.heads is not None:
+            config.num_attention_heads = s.heads
         return BertConfig(**asdict(config))  # re-validate the overridden sizes
     except ValueError as e:
         flag = next((f for field, f in _CONFIG_FLAGS.items() if str(e).startswith(field)), "--hidden/--heads")
@@ -536,6 +540,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+MAX_SEQ_LEN = 1 << 16  # tokens per sequence: BERT's are 512 long; attention's memory grows with the square
 _POSITIVE = ("steps", "batch_size", "grad_accum", "seq_len", "max_predictions", "log_interval", "eval_interval",
              "eval_batches", "save_interval", "keep_last", "vocab_size", "workers", "vocab_sample", "shuffle_buffer")
 
@@ -550,10 +555,12 @@ def settings_problem(v: dict) -> str | None:
         if isinstance(action, argparse._StoreTrueAction):
             ok, kind = isinstance(value, bool), "true or false"
         elif action.nargs == "+":
-            ok, kind = isinstance(value, list) and all(isinstance(x, str) for x in value), "a list of paths"
+            ok = isinstance(value, list) and len(value) > 0 and all(isinstance(x, str) for x in value)
+            kind = "one or more paths"
         elif action.type in (int, float):
-            ok = isinstance(value, int if action.type is int else (int, float)) and not isinstance(value, bool)
-            kind = "a whole number" if action.type is int else "a number"
+            ok = isinstance(value, int if action.type is int else (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value)
+            kind = "a whole number" if action.type is int else "a finite number"
         else:
             ok, kind = isinstance(value, str), "text"
         if not ok:
@@ -574,6 +581,13 @@ def settings_problem(v: dict) -> str | None:
         return "--viz-interval, --lr and --warmup must not be negative (and --lr not zero)"
     if not 0 < v["decay"] <= 1:
         return f"--decay must be in (0, 1], got {v['decay']}"
+    if v["clip"] <= 0 or v["weight_decay"] < 0:
+        return f"--clip must be positive and --weight-decay not negative, got {v['clip']} and {v['weight_decay']}"
+    if not 0 <= v["seed"] < 2 ** 32:
+        return f"--seed must be in [0, 2^32), got {v['seed']}"
+    if not 8 <= v["seq_len"] <= MAX_SEQ_LEN or v["max_predictions"] > v["seq_len"]:
+        return (f"--seq-len must be in [8, {MAX_SEQ_LEN:,}] and --max-predictions at most --seq-len, got "
+                f"{v['seq_len']} and {v['max_predictions']}")
     return None
 
 
@@ -599,13 +613,34 @@ def default_run_name(config: str) -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + config
 
 
-def claim_run_folder(s: Settings, resume: Resume | None, numbered: bool) -> RunFolder:
+def claim_run_folder(s: Settings, resume: Resume | None, numbered: bool, rank: int) -> RunFolder:
     """The run's folder, held for the run: a new run (or a branch of a resumed one) creates its own, which
     must not exist; a resumed run reopens the folder of its checkpoint (never the one its settings name).
-    Under torchrun the first process claims it; the others only write where it tells them."""
-    if int(os.environ.get("RANK", 0)) != 0:
-        return RunFolder(s.run_dir, created=False)
+    Under torchrun the first process claims it and tells the others which it is."""
+    if not dist.is_initialized():
+        return _claim(s, resume, numbered)
+    claimed: list = [None]
+    if rank == 0:
+        try:
+            run = _claim(s, resume, numbered)
+            claimed[0] = run.path
+        except UsageError as e:
+            claimed[0] = e
+    dist.broadcast_object_list(claimed, src=0)
+    if isinstance(claimed[0], UsageError):
+        if rank == 0:
+            raise claimed[0]
+        raise SystemExit(2)  # the first process says why
+    return run if rank == 0 else RunFolder(claimed[0], created=False)
+
+
+def _claim(s: Settings, resume: Resume | None, numbered: bool) -> RunFolder:
     if resume and resume.continues_in(s.out_dir, s.run_name):
+        for name in ("checkpoints", "final"):  # a copy of a run must not share its checkpoints with the original
+            if os.path.islink(os.path.join(s.run_dir, name)):
+                link = os.path.join(s.run_dir, name)
+                raise UsageError(f"{link} is a link to {os.path.realpath(link)}: a run writes its {name} in its own "
+                                 "folder. Copy them in (cp -rL), or link the whole run folder instead")
         run = RunFolder.open(s.run_dir)
         try:
             resume.check_line()  # under the lock: no other process adds checkpoints meanwhile
@@ -635,40 +670,38 @@ class Resume:
         self.state = load_checkpoint(self.path)
         self.step = self.state["step"]
         self.home = run_home(self.path)  # the run folder it is in; None for a loose file
+        self.parent = checkpoint_parent(self.path)  # the folder above its checkpoints/, run folder or not
 
     def settings(self, flags: dict, given: set[str]) -> dict:
         saved = {k: v for k, v in self.state["args"].items() if k in flags and k not in self.NOT_FROM_CHECKPOINT}
         saved.setdefault("decay", 1.0)  # a checkpoint without the setting decays as BERT does
         values = {**flags, **saved, **{k: flags[k] for k in given}}
-        if "cache_dir" not in given:
-            values["cache_dir"] = self.cache_dir() or flags["cache_dir"]
-        self.vocab_from_checkpoint = "vocab" not in given
         problem = settings_problem(values)
         if problem:
             raise CheckpointError(f"{self.path}: its settings are not valid ({problem})")
+        if "cache_dir" not in given:
+            values["cache_dir"] = self.cache_dir(values) or flags["cache_dir"]
+        self.vocab_from_checkpoint = "vocab" not in given
         return values
 
-    def cache_dir(self) -> str | None:
-        """The checkpoint's --cache-dir, if its prepared corpus is there: a folder that is a corpus cache of
-        this project already, where resuming reads that corpus (and a hostile checkpoint cannot make a cache
-        appear in a folder of its choosing). None: the flag's (or default) cache folder."""
-        corpus = self.state.get("corpus")
-        cache, prepared = self.state["args"].get("cache_dir"), corpus.get("cache") if isinstance(corpus, dict) else None
-        if not isinstance(cache, str) or not isinstance(prepared, str):
-            return None
-        inside = os.path.dirname(os.path.abspath(prepared)) == os.path.abspath(cache)
-        if inside and os.path.basename(prepared).startswith("corpus-") and \
-                os.path.isfile(os.path.join(prepared, "meta.json")):
+    def cache_dir(self, values: dict) -> str | None:
+        """The checkpoint's --cache-dir, if it holds this run's corpus prepared with its vocabulary already: the
+        resumed run only reads it there, and writes nothing (a hostile checkpoint cannot make a cache appear in
+        a folder of its choosing). None: the flag's (or default) cache folder."""
+        cache = self.state["args"].get("cache_dir")
+        if isinstance(cache, str) and \
+                holds_prepared(cache, values["data"], self.state["vocab"], not values["cased"], values["text_field"]):
             return cache
         return None
 
     def continues_in(self, out_dir: str, run_name: str | None) -> str | None:
-        """The run folder this resume continues in: the checkpoint's own, unless --run-name names another
-        (a branch, into a new folder). None: a new folder."""
-        if self.home and (run_name is None or
-                          os.path.realpath(os.path.join(out_dir, run_name)) == os.path.realpath(self.home)):
-            return self.home
-        return None
+        """The run folder this resume continues in: the checkpoint's own run folder, unless --run-name names
+        another (a branch, into a new folder); or the folder above its checkpoints/ when --out-dir and
+        --run-name name that folder. None: a new folder."""
+        if run_name is not None:
+            named = os.path.realpath(os.path.join(out_dir, run_name))
+            return self.parent if self.parent and named == os.path.realpath(self.parent) else None
+        return self.home
 
     def check_line(self) -> None:
         """Continuing in the checkpoint's own folder must not mix two lines of training: refused from a file
@@ -693,7 +726,8 @@ class Resume:
             raise UsageError(f"--steps {s.steps} is below step {self.step} of {self.path}: a run does not go back; "
                              "give more --steps (or none, to finish its own)")
         in_place = self.continues_in(s.out_dir, s.run_name)
-        if s.steps > self.step or (in_place and not os.path.isfile(os.path.join(s.run_dir, "final", "config.json"))):
+        exported = all(os.path.isfile(os.path.join(s.run_dir, "final", name)) for name in EXPORT_FILES)
+        if s.steps > self.step or (in_place and not exported):  # killed while exporting: exports now
             return False
         if say:
             export = f"; its model is {os.path.join(s.run_dir, 'final')}" if in_place else ""
@@ -708,10 +742,17 @@ class Resume:
         if self.vocab_from_checkpoint and dist.is_initialized():
             dist.barrier()
 
-    def restore(self, model, optimizer, scaler, data, vocab_file: str, s: Settings) -> tuple[int, float]:
+    def restore(self, model, optimizer, scaler, data, vocab_file: str, corpus_info: dict, s: Settings
+                ) -> tuple[int, float]:
         """Loads the states into the run's objects; returns (step, best valid loss)."""
         if self.state["vocab"] != open(vocab_file, encoding="utf-8").read():
             raise CheckpointError(f"{self.path}: the checkpoint's vocabulary differs from {vocab_file}")
+        saved = self.state.get("corpus") if isinstance(self.state.get("corpus"), dict) else {}
+        then, now = [saved.get(k) for k in ("documents", "tokens")], [corpus_info[k] for k in ("documents", "tokens")]
+        if None not in then and then != now:  # the data position would point into another stream
+            raise CheckpointError(f"{self.path}: its corpus had {then[0]} documents and {then[1]} tokens, this one "
+                                  f"has {now[0]} and {now[1]} (another --data, or its files changed): give the --data "
+                                  "it was trained on")
         try:
             model.load_state_dict(self.state["model"])
             optimizer.load_state_dict(self.state["optimizer"])
@@ -743,11 +784,13 @@ def main(argv: list[str] | None = None) -> int:
         check_memory(s, vocab_size if isinstance(vocab_size, int) else s.vocab_size)  # before anything is read
         if resume and resume.finished(s, say=int(os.environ.get("RANK", 0)) == 0):
             return 0
+        device, rank, world = start_processes(s.device)
+        check_precision(s.precision, device)
         # The folder is claimed last, and a failed start removes one it created.
-        with claim_run_folder(s, resume, numbered="run_name" not in args.given) as run:
-            if run.path != s.run_dir:  # a generated name another run took first: numbered
+        with claim_run_folder(s, resume, "run_name" not in args.given, rank) as run:
+            if run.path != s.run_dir:  # a generated name another run took first (numbered), or rank 0's
                 s = resolve_settings(args, resume, run.path)
-            return train(s, resume, run)
+            return train(s, resume, run, device, rank, world)
     return run_cli(command, bad_input=(DataError, CheckpointError), sigterm=True)
 
 

@@ -90,6 +90,12 @@ TRAIN_CASES = [  # (flags, exit code, what the line must name)
     (["--batch-size", "1000000000"], 2, "--batch-size 1000000000 x --seq-len 64: a step of this model needs"),
     (["--run-name", "../x"], 2, "a run name is one folder name"),
     (["--vocab-size", "100"], 2, "--vocab-size must be at least 141"),
+    (["--clip", "-1"], 2, "--clip must be positive"), (["--lr", "nan"], 2, "--lr must be a finite number"),
+    (["--seed", "-1"], 2, "--seed must be in [0, 2^32)"), (["--seq-len", "4"], 2, "--seq-len must be in [8, 65,536]"),
+    (["--max-predictions", "100000000"], 2, "--max-predictions at most --seq-len"),
+    (["--seq-len", "2000000"], 2, "--seq-len must be in [8, 65,536]"),
+    (["--run-name", "r" * 300], 2, "a run name of 300 bytes is too long"),
+    (["--out-dir", "{good}"], 2, "good.txt: not a folder"),
     (["--cache-dir", "{file_as_dir}/cache"], 1, "while writing the vocabulary"),
 ]
 

@@ -481,13 +481,16 @@ def bad_inputs(tmp_path, files):
     folders = {}
     for name, change in (("huge_hidden", {"hidden_size": 10 ** 9}), ("huge_layers", {"num_hidden_layers": 10 ** 9}),
                          ("no_heads", {"num_attention_heads": 0}), ("too_big", {"hidden_size": 65536, "num_hidden_layers": 1000, "num_attention_heads": 1}),
-                         ("list_config", None), ("bad_tokenizer", {}), ("payload", {}), ("classifier", {})):
+                         ("list_config", None), ("bad_tokenizer", {}), ("payload", {}), ("classifier", {}),
+                         ("bool_pad", {"pad_token_id": True}), ("nan_length", {}), ("bad_labels", {})):
         folder = tmp_path / name
         shutil.copytree(tmp_path / "runs" / "pre" / "final", folder)
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps([config] if change is None else {**config, **change}))
         folders[name] = str(folder)
     (tmp_path / "bad_tokenizer" / "tokenizer_config.json").write_text("{do_lower_case: yes")
+    (tmp_path / "nan_length" / "tokenizer_config.json").write_text('{"do_lower_case": true, "model_max_length": NaN}')
+    (tmp_path / "bad_labels" / "labels.json").write_text('{"labels": "ab"}')
     os.remove(tmp_path / "payload" / "model.safetensors")
     torch.save({"x": Payload(str(tmp_path / "payload-ran"))}, tmp_path / "payload" / "pytorch_model.bin")
     for name in ("classifier", "payload"):  # a fine-tuned model's folder, for predict
@@ -542,6 +545,10 @@ BAD_INPUT_CASES = [  # (arguments, exit code, what the line must name); {train} 
     (["predict", "--model", "{tmp}/cmp", "hi"], 1, ["cmp holds 2 fine-tuned models; give one with --model",
                                                    "cmp/pretrained/model, ", "cmp/scratch/model"]),
     (["--train", "{train}", "--run-name", "../x"], 2, ["a run name is one folder name"]),
+    (["--train", "{train}", "--init", "{bool_pad}"], 1, ["config.json: pad_token_id is True"]),
+    (["--train", "{train}", "--init", "{nan_length}"], 1, ["tokenizer_config.json: do_lower_case must be true or false and "
+                                                          "model_max_length a positive whole number (got True, nan)"]),
+    (["predict", "--model", "{bad_labels}", "hi"], 1, ["bad_labels/labels.json: not a label map"]),
     (["--train", "{train}", "--init", "scratch", "--vocab-size", "100"], 2, ["--vocab-size must be at least 141"]),
 ]
 

@@ -295,7 +295,8 @@ def test_a_truncated_checkpoint_is_named_and_an_older_one_resumes(run, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     older = run_dir / "checkpoints" / "step_0000002.pt"
     assert len(err) == 1 and err[0].startswith(f"error: {newest}: cannot read checkpoint")
-    assert err[0].endswith(f"resume from an older one: --resume {older}")
+    assert err[0].endswith(f"resume from an older one in a new folder, --resume {older} --run-name NEW_NAME, or move "
+                           f"step_0000004.pt out of {run_dir / 'checkpoints'} and --resume {older}")
     assert train_mlm.main(["--resume", str(older), "--steps", "6", "--no-progress"]) == 0
     assert sorted(scalars(run_dir, "Loss/train")) == list(range(1, 7))
 

@@ -11,7 +11,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,11 +200,17 @@ def test_a_crafted_checkpoint_cannot_point_writes_elsewhere(run, tmp_path):
     evil = tmp_path / "downloads" / "evil"
     (evil / "checkpoints").mkdir(parents=True)
     torch.save(state, evil / "checkpoints" / "step_0000002.pt")
-    assert train_mlm.Resume(str(evil)).cache_dir() is None  # not a corpus cache: its cache_dir is not followed
-    assert train_mlm.main(["--resume", str(evil), "--steps", "4", "--no-progress",
+    resume = train_mlm.Resume(str(evil))
+    values = resume.settings(vars(train_mlm.parse_args(["--resume", str(evil)])), {"resume"})
+    assert resume.cache_dir(values) is None  # no corpus cache there: its cache_dir is not followed
+    evil_before = snapshot(evil)
+    assert train_mlm.main(["--resume", str(evil), "--steps", "4", "--no-progress", "--out-dir", str(tmp_path / "out"),
                            "--cache-dir", str(tmp_path / "cache")]) == 0
     assert snapshot(victim) == before
-    assert (evil / "final" / "config.json").exists() and (evil / "vocab.txt").read_text() == state["vocab"]
+    # evil/ holds a checkpoints/ folder but is no run's folder: the resumed run starts a new one under --out-dir
+    assert snapshot(evil) == evil_before
+    (new,) = (tmp_path / "out").iterdir()
+    assert (new / "final" / "config.json").exists() and (new / "vocab.txt").read_text() == state["vocab"]
 
 
 def test_a_loose_checkpoint_file_resumes_into_a_new_run_folder(run, tmp_path, capsys):
@@ -306,11 +314,15 @@ def test_a_finished_run_resumed_says_so_and_changes_nothing(run, capsys):
 
 def test_a_half_written_checkpoint_of_a_killed_process_is_removed_at_the_next_start(run, capsys):
     code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
-    stale = run_dir / "checkpoints" / ".tmp-abc123"
-    stale.write_bytes(b"half a checkpoint")
+    fd, stale = tempfile.mkstemp(dir=run_dir / "checkpoints", prefix=".tmp-")  # as atomic_write names it
+    os.write(fd, b"half a checkpoint")
+    os.close(fd)
+    stale = Path(stale)
+    (run_dir / "checkpoints" / ".tmp-mine").write_text("not ours: kept")
     capsys.readouterr()
     assert train_mlm.main(["--resume", str(run_dir), "--steps", "3", "--no-progress"]) == 0
     assert f"removed {stale}" in capsys.readouterr().err and not stale.exists()
+    assert (run_dir / "checkpoints" / ".tmp-mine").exists()
 
 
 # ----------------------------------------------------------------------------- corpus reading that scales
@@ -406,3 +418,193 @@ sys.exit(prepare_data.main(sys.argv[1:]))
     assert err.strip().splitlines()[-1] == "terminated" and "Traceback" not in err
     assert os.listdir(scratch) == []
     assert [n for n in os.listdir(tmp_path / "cache") if n.startswith((".tmp", "corpus-"))] == []
+
+
+# ----------------------------------------------------------------------------- the review's cases (each reproduced first)
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(run, tmp_path, capsys):
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    victim = tmp_path / "important.txt"
+    victim.write_text("keep me")
+    (run_dir / ".lock").unlink()
+    os.symlink(victim, run_dir / ".lock")
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(run_dir), "--steps", "4", "--no-progress"]) == 2
+    assert "a run folder's lock is a plain file" in one_error(capsys) and victim.read_text() == "keep me"
+
+
+def test_a_copied_run_whose_checkpoints_are_a_link_cannot_write_into_the_original(run, tmp_path, capsys):
+    code, original = run("--steps", "4", "--save-interval", "2", *FAST, name="orig")
+    big_disk = tmp_path / "bigdisk"
+    shutil.move(str(original / "checkpoints"), big_disk)
+    os.symlink(big_disk, original / "checkpoints")  # the original's checkpoints kept on another disk
+    copy = tmp_path / "runs" / "copy"
+    shutil.copytree(original, copy, symlinks=True)  # cp -a: the link is copied as a link
+    before = snapshot(big_disk)
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(copy), "--steps", "6", "--no-progress"]) == 2
+    assert "checkpoints is a link to" in one_error(capsys) and snapshot(big_disk) == before
+
+
+def test_a_checkpoint_in_a_folder_that_is_no_run_starts_a_new_one(run, tmp_path, capsys):
+    """A downloads folder that happens to hold a checkpoints/ folder is not taken for a run's: nothing in it is
+    removed or overwritten (its .tmp- folder, its vocab.txt), and the run goes under --out-dir."""
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    downloads = tmp_path / "downloads"
+    (downloads / "checkpoints").mkdir(parents=True)
+    shutil.copy(run_dir / "checkpoints" / "step_0000002.pt", downloads / "checkpoints")
+    (downloads / ".tmp-projects").mkdir()
+    (downloads / "vocab.txt").write_text("mine")
+    before = snapshot(downloads)
+    assert train_mlm.main(["--resume", str(downloads / "checkpoints" / "step_0000002.pt"), "--steps", "3",
+                           "--out-dir", str(tmp_path / "new"), "--no-progress"]) == 0
+    assert snapshot(downloads) == before and (downloads / ".tmp-projects").is_dir()
+    assert len(list((tmp_path / "new").iterdir())) == 1
+
+
+def test_a_crafted_cache_folder_and_a_corpus_that_changed_are_refused(run, corpus, tmp_path, capsys):
+    """A checkpoint naming someone's cache folder (a real cache, of another corpus) is not followed there; and
+    its data position is not applied to a corpus other than the one it was taken in."""
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    other = tmp_path / "other"
+    other.mkdir()
+    for i in range(5):
+        (other / f"{i}.txt").write_text(f"Document {i} starts here.\nIt has two sentences.\n")
+    victim_cache = tmp_path / "victim-cache"
+    assert run("--steps", "1", "--data", str(other), "--cache-dir", str(victim_cache), *FAST, name="victim")[0] == 0
+    path = run_dir / "checkpoints" / "step_0000002.pt"
+    state = torch.load(path, weights_only=True)
+    state["args"].update(cache_dir=str(victim_cache), data=[str(other)])
+    torch.save(state, path)
+    resume = train_mlm.Resume(str(run_dir))
+    values = resume.settings(vars(train_mlm.parse_args(["--resume", str(run_dir)])), {"resume"})
+    assert values["cache_dir"] != str(victim_cache)  # not a cache of this run's corpus with its vocabulary
+    before = snapshot(victim_cache)
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(run_dir), "--steps", "4", "--no-progress", "--cache-dir",
+                           str(tmp_path / "fresh-cache")]) == 1
+    line = one_error(capsys)
+    assert "its corpus had 40 documents" in line and "give the --data it was trained on" in line
+    assert snapshot(victim_cache) == before
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"data": {"epoch": 0, "block": -1, "index": 0, "cursor": 0, "seed": 1}}, "data position's block is -1"),
+    ({"data": {"epoch": 0, "cursor": 10 ** 11, "seed": 1}}, "data position's cursor is 100000000000"),
+    ({"rng": []}, "damaged train_mlm.py checkpoint (rng"),
+    ({"args": {"clip": -1.0}}, "--clip must be positive"),
+])
+def test_a_crafted_position_rng_or_setting_is_one_line(run, capsys, change, fragment):
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    path = run_dir / "checkpoints" / "step_0000002.pt"
+    state = torch.load(path, weights_only=True)
+    for key, value in change.items():
+        state[key] = {**state[key], **value} if key == "args" else value
+    torch.save(state, path)
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(run_dir), "--steps", "4", "--no-progress"]) == 1
+    assert fragment in one_error(capsys)
+
+
+def test_bytes_changed_inside_a_checkpoint_are_found(run, capsys):
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    path = run_dir / "checkpoints" / "step_0000002.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside a tensor's bytes: torch's reader would load it as it is
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(run_dir), "--steps", "4", "--no-progress"]) == 1
+    line = one_error(capsys)
+    assert "damaged checkpoint" in line and "does not match its checksum" in line
+
+
+def test_a_half_export_of_older_code_is_not_taken_for_a_finished_run(run, capsys):
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    (run_dir / "final" / "model.safetensors").unlink()  # what a kill mid-export left before exports were whole
+    capsys.readouterr()
+    assert train_mlm.main(["--resume", str(run_dir), "--no-progress"]) == 0
+    assert "finished" not in capsys.readouterr().out and (run_dir / "final" / "model.safetensors").exists()
+
+
+def test_sigterm_during_a_long_evaluation_stops_at_once(run, monkeypatch, capsys):
+    """An evaluation of 100,000 batches, SIGTERM at its third: the step is saved and the run exits, without
+    waiting for the rest."""
+    calls = {"n": 0}
+    next_batch = train_mlm.PretrainingData.next_batch
+
+    def valid_batch_then_signal(self, batch_size):
+        if self.seed == 1337 + 1:  # the valid stream (seed + 1)
+            calls["n"] += 1
+            if calls["n"] == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return next_batch(self, batch_size)
+    monkeypatch.setattr(train_mlm.PretrainingData, "next_batch", valid_batch_then_signal)
+    code, run_dir = run("--steps", "4", "--eval-interval", "2", "--eval-batches", "100000", "--viz-interval", "0")
+    assert code == 128 + signal.SIGTERM and calls["n"] < 10
+    assert step_files(run_dir) == ["step_0000002.pt"]
+
+
+def test_sigkill_during_preparation_leaves_the_run_unlocked_and_no_worker_behind(run, corpus, tmp_path):
+    """The main process killed (as the out-of-memory killer would) while its workers tokenise a resumed run's
+    corpus: the workers die with it, and the run can be resumed at once."""
+    code, run_dir = run("--steps", "2", "--save-interval", "2", *FAST)
+    marker, pids = tmp_path / "tokenising", tmp_path / "worker-pids"
+    hook = f"""
+import os, sys, time, token_cache
+work = token_cache._tokenize_unit_to_file
+def slow_work(*a):
+    with open({str(pids)!r}, "a") as f:
+        f.write(f"{{os.getpid()}}\\n")
+    open({str(marker)!r}, "w").close()
+    time.sleep(30)
+    return work(*a)
+token_cache._tokenize_unit_to_file = slow_work
+token_cache.CHUNK_BYTES = 1024  # many units: both workers busy
+import train_mlm
+sys.exit(train_mlm.main(sys.argv[1:]))
+"""
+    argv = ["--resume", str(run_dir), "--steps", "4", "--no-progress", "--workers", "2",
+            "--cache-dir", str(tmp_path / "fresh-cache")]  # a cache without the corpus: prepared again
+    proc = subprocess.Popen([sys.executable, "-c", hook, *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    workers = [int(p) for p in pids.read_text().split()]
+    deadline = time.time() + 20
+    while any(os.path.exists(f"/proc/{p}") and "zombie" not in open(f"/proc/{p}/status").read().lower()
+              for p in workers):
+        assert time.time() < deadline, "a worker outlived its killed parent"
+        time.sleep(0.1)
+    assert train_mlm.main(["--resume", str(run_dir), "--steps", "3", "--no-progress"]) == 0
+
+
+def test_under_torchrun_every_process_uses_the_folder_the_first_one_claimed(corpus, tmp_path):
+    """A loose checkpoint of a 2-process run resumed under torchrun into a generated folder whose name is taken
+    (here, every name of the next two minutes): the first process numbers it (-1), writes the checkpoint's
+    vocabulary there and tells the others, which read it from that folder too."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train_mlm.py"]
+    source = subprocess.run([*torchrun, *small_run_argv(corpus, tmp_path, "src", "--steps", "2", "--save-interval", "2",
+                                                        "--dropout", "0")], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert source.returncode == 0, source.stderr[-2000:]
+    loose = tmp_path / "loose.pt"
+    shutil.copy(tmp_path / "src" / "checkpoints" / "step_0000002.pt", loose)
+    out = tmp_path / "runs"
+    out.mkdir()
+    now = time.time()
+    for i in range(-5, 120):
+        (out / (time.strftime("%Y%m%d-%H%M%S-", time.localtime(now + i)) + "tiny")).mkdir(exist_ok=True)
+    done = subprocess.run([*torchrun, "--resume", str(loose), "--steps", "4", "--out-dir", str(out), "--no-progress",
+                           "--cache-dir", str(corpus.parent / "cache")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (claimed,) = [p for p in out.iterdir() if any(p.iterdir())]
+    assert claimed.name.endswith("-tiny-1") and (claimed / "vocab.txt").read_text() == \
+        checkpoints.load_checkpoint(str(loose))["vocab"]
+    assert (claimed / "final" / "config.json").exists()
