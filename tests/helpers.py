@@ -1,6 +1,10 @@
 """Helpers shared by the test files (plain functions; the fixtures are in conftest.py)."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -32,3 +36,17 @@ def small_run_argv(corpus, out_dir, name, *extra):
             "--steps", "10", "--eval-interval", "5", "--viz-interval", "0", "--log-interval", "1",
             "--save-interval", "100", "--no-progress", "--cache-dir", str(corpus.parent / "cache"),
             "--out-dir", str(out_dir), "--run-name", name, *extra]
+
+
+def signal_when(hook: str, argv: list[str], marker, sig: int = signal.SIGKILL, cwd: str | None = None,
+                env: dict | None = None, capture: bool = False) -> subprocess.Popen:
+    """Run `python -c hook argv...`, and send it `sig` as soon as it creates the file `marker` (the hook patches
+    the moment to stop at). Returns the process, signalled; the caller waits for it."""
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, "-c", hook, *argv], cwd=cwd, env=env, stdout=out, stderr=out, text=True)
+    deadline = time.time() + 120
+    while not os.path.exists(marker):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate() if capture else proc.returncode
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    return proc

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import checkpoints
 import train_mlm
-from helpers import scalars, signal_at_batch, small_run_argv
+from helpers import scalars, signal_at_batch, signal_when, small_run_argv
 from model import BertForPreTraining
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -323,14 +322,7 @@ sys.exit(train_mlm.main(sys.argv[1:]))
             "--steps", "6", "--save-interval", "2", "--eval-interval", "100", "--viz-interval", "0",
             "--log-interval", "1", "--no-progress", "--cache-dir", str(corpus.parent / "cache"),
             "--out-dir", str(tmp_path), "--run-name", "killed"]
-    proc = subprocess.Popen([sys.executable, "-c", hook, *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not marker.exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
+    signal_when(hook, argv, marker, cwd=ROOT).wait()
     ckpts = tmp_path / "killed" / "checkpoints"
     names = sorted(os.listdir(ckpts))
     assert "step_0000002.pt" in names and "step_0000004.pt" not in names

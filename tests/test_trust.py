@@ -22,7 +22,7 @@ import checkpoints
 import corpus as corpus_module
 import token_cache
 import train_mlm
-from helpers import scalars, signal_at_batch, small_run_argv
+from helpers import scalars, signal_at_batch, signal_when, small_run_argv
 from model import BertForPreTraining, BertModel, CheckpointError
 from tokenization import BertTokenizer
 
@@ -405,14 +405,9 @@ token_cache._load_tokenized = slow_load
 import prepare_data
 sys.exit(prepare_data.main(sys.argv[1:]))
 """
-    proc = subprocess.Popen([sys.executable, "-c", hook, "--data", str(data), "--vocab-size", "300", "--workers", "2",
-                             "--cache-dir", str(tmp_path / "cache")], cwd=ROOT, env={**os.environ, "TMPDIR": str(scratch)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not marker.exists():
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc = signal_when(hook, ["--data", str(data), "--vocab-size", "300", "--workers", "2", "--cache-dir",
+                              str(tmp_path / "cache")], marker, signal.SIGTERM, cwd=ROOT,
+                       env={**os.environ, "TMPDIR": str(scratch)}, capture=True)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "terminated" and "Traceback" not in err
@@ -566,14 +561,7 @@ sys.exit(train_mlm.main(sys.argv[1:]))
 """
     argv = ["--resume", str(run_dir), "--steps", "4", "--no-progress", "--workers", "2",
             "--cache-dir", str(tmp_path / "fresh-cache")]  # a cache without the corpus: prepared again
-    proc = subprocess.Popen([sys.executable, "-c", hook, *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not marker.exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
+    signal_when(hook, argv, marker, cwd=ROOT).wait()
     workers = [int(p) for p in pids.read_text().split()]
     deadline = time.time() + 20
     while any(os.path.exists(f"/proc/{p}") and "zombie" not in open(f"/proc/{p}/status").read().lower()
