@@ -579,6 +579,34 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return loss, logits
 
 
+class BertForTokenClassification(BertPreTrainedModel):
+    """A label for every token (named entities): the encoder's sequence output, dropout, one linear layer, as
+    transformers' BertForTokenClassification (whose checkpoints have no pooler: it is optional here)."""
+
+    optional_keys = ("classifier.", "bert.pooler.")
+    IGNORE = -100  # the label of a position left out of the loss: a word's later pieces, padding, [CLS], [SEP]
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Returns (loss, logits (B, T, num_labels)); loss is None without labels, and the mean over the
+        positions whose label is not IGNORE."""
+        sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask)
+        logits = self.classifier(self.dropout(sequence_output))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=self.IGNORE)
+        return loss, logits
+
+
 # ----------------------------------------------------------------------------- FLOPs
 
 

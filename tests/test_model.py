@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from model import (BertConfig, BertForPreTraining, BertForSequenceClassification, BertModel,
-                   CheckpointError, pretraining_flops_per_sequence)
+from model import (BertConfig, BertForPreTraining, BertForSequenceClassification, BertForTokenClassification,
+                   BertModel, CheckpointError, pretraining_flops_per_sequence)
 
 transformers = pytest.importorskip("transformers")
 
@@ -114,6 +114,26 @@ def test_classification_parity(tmp_path, direction):
         loss, logits = ours(**inputs(b), labels=labels)
         ref = hf(**inputs(b), labels=labels)
     assert max_err(logits, ref.logits) < 1e-5
+    assert abs(loss.item() - ref.loss.item()) < 1e-5
+
+
+@pytest.mark.parametrize("direction", ["hf_to_ours", "ours_to_hf"])
+def test_token_classification_parity(tmp_path, direction):
+    """A label per token: the same logits and loss as transformers' BertForTokenClassification, each model's
+    export loaded by the other; -100 positions (later word pieces, padding) left out of the loss alike."""
+    torch.manual_seed(6)
+    id2label = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+    ours, hf = through_disk(BertForTokenClassification, transformers.BertForTokenClassification, direction,
+                            tmp_path, id2label=id2label)
+    assert hf.config.id2label == ours.config.id2label == id2label
+    b = batch()
+    labels = torch.randint(0, 5, b["input_ids"].shape, generator=torch.Generator().manual_seed(1))
+    labels[b["attention_mask"] == 0] = -100
+    labels[:, 3] = -100  # a word's second piece
+    with torch.no_grad():
+        loss, logits = ours(**inputs(b), labels=labels)
+        ref = hf(**inputs(b), labels=labels)
+    assert logits.shape == (3, 12, 5) and max_err(logits, ref.logits) < 1e-5
     assert abs(loss.item() - ref.loss.item()) < 1e-5
 
 
