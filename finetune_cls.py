@@ -41,13 +41,11 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from cli import ArgumentParser, DataError, HelpFormatter, UsageError, display_width, not_positive, pad, run_cli
 from data import LabelMap, classification_batches, encode_classification
@@ -58,8 +56,7 @@ from pretrained import (check_vocab, checkpoint_dir, choose_init, default_lr, in
 from tasks import GLUE_BASE_URL, GLUE_TASKS, Task, load_task, per_class_subset
 from token_cache import default_cache_dir
 from tokenization import BertTokenizer, decode_text, vocab_size_problem
-from training import (Settings, StopSignal, autocast_for, check_precision, lr_lambda, make_optimizer,
-                      seed_everything, setup_device)
+from training import Settings, StopSignal, Trainer, check_precision, seed_everything, setup_device
 from visuals import log_projector, log_settings, log_validation, summary_writer
 
 METRICS = {"acc": "accuracy", "f1": "macro-F1", "mcc": "MCC"}
@@ -84,8 +81,8 @@ def fine_tune(s: Settings, task: Task, init: str, run_dir: str, device: torch.de
     steps_per_epoch = math.ceil(len(data.train) / s.batch_size)
     epochs = max(s.epochs, math.ceil(min_steps / steps_per_epoch))  # a few labels: more passes
     eval_every = math.ceil(epochs / max(s.epochs, 10))  # ... but at most ~10 evaluations
-    trainer = Trainer.start(model.to(device), s, seed, epochs * steps_per_epoch, max_length,
-                            tokenizer.pad_token_id, device, stop)
+    trainer = Trainer.start(model.to(device), s, seed, epochs * steps_per_epoch, default_lr(model.config), device,
+                            stop)
     print_setup(s, task, labels, init_note, model, tokenizer, trainer.lr, epochs, steps_per_epoch, device)
     warn_about_setup(s, task, labels, tokenizer, init, baseline_of, max_length, data.train, epochs * steps_per_epoch)
     trainer.writer = writer = open_writer(run_dir, s, seed, task, init_note)
@@ -93,7 +90,8 @@ def fine_tune(s: Settings, task: Task, init: str, run_dir: str, device: torch.de
 
     best, best_epoch, best_result, history = -math.inf, 0, None, []
     for epoch in range(1, epochs + 1):
-        train_loss = trainer.train_epoch(data.train, epoch)
+        train_loss = trainer.train_epoch(train_batches(data.train, s, seed + epoch, max_length, tokenizer.pad_token_id),
+                                         steps_per_epoch, len(data.train), epoch)
         if epoch % eval_every and epoch != epochs:
             continue
         result = evaluate(model, data.valid, s.batch_size, tokenizer.pad_token_id, device, trainer.autocast)
@@ -137,83 +135,6 @@ class Splits(NamedTuple):
     test: list[dict]
 
 
-@dataclass
-class Trainer:
-    """What one fine-tuning run trains with: the model, its optimizer, schedule, gradient scaler and autocast,
-    the settings and seed that shape its batches, where it logs (writer) and how it stops; step counts the
-    optimizer steps taken."""
-    model: BertForSequenceClassification
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
-    autocast: object
-    lr: float
-    s: Settings
-    seed: int
-    max_length: int
-    pad_token_id: int
-    device: torch.device
-    stop: StopSignal
-    writer: object = None
-    step: int = 0
-
-    @classmethod
-    def start(cls, model, s: Settings, seed: int, total_steps: int, max_length: int, pad_token_id: int,
-              device: torch.device, stop: StopSignal) -> "Trainer":
-        """BERT's recipe: AdamW at --lr (default by the model's size), linear warmup then decay over the run."""
-        lr = s.lr or default_lr(model.config)
-        optimizer = make_optimizer(model, lr, s.weight_decay, device)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(int(s.warmup * total_steps), total_steps))
-        scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
-        return cls(model, optimizer, scheduler, scaler, autocast_for(device, s.precision), lr, s, seed, max_length,
-                   pad_token_id, device, stop)
-
-    def train_epoch(self, train_set: list[dict], epoch: int) -> float:
-        """One pass over the train split in shuffled, length-bucketed batches; train scalars every
-        --log-interval steps; a stop signal acted on after each step. Returns the mean train loss."""
-        s, model = self.s, self.model
-        model.train()
-        steps = math.ceil(len(train_set) / s.batch_size)
-        batches = classification_batches(train_set, s.batch_size, self.pad_token_id, shuffle=True,
-                                         seed=self.seed + epoch, bucket_size=s.bucket_size or None)
-        if not s.no_progress and sys.stderr.isatty():  # a log file gets the epoch lines alone
-            batches = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
-        loss_sum, window, t_window = 0.0, [], time.perf_counter()
-        for batch in batches:
-            if s.pad_to_max_length:
-                batch = pad_to(batch, self.max_length, self.pad_token_id)
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            with self.autocast:
-                loss, _ = model(**batch)
-            grad_norm = self.optimizer_step(loss)
-            window.append((loss.item(), len(batch["labels"])))
-            loss_sum += window[-1][0] * window[-1][1]
-            if self.step % s.log_interval == 0 or self.step % steps == 0:
-                self.log_window(window, grad_norm, time.perf_counter() - t_window)
-                window, t_window = [], time.perf_counter()
-            self.stop.raise_if_stopped()
-        return loss_sum / len(train_set)
-
-    def optimizer_step(self, loss: torch.Tensor) -> float:
-        """Backward, clip, step, zero, schedule; returns the gradient norm before clipping."""
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.clip).item()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        self.step += 1
-        return grad_norm
-
-    def log_window(self, window: list[tuple[float, int]], grad_norm: float, seconds: float) -> None:
-        """Train scalars of the steps since the last: mean loss, lr, gradient norm, examples per second."""
-        self.writer.add_scalar("Loss/train", sum(loss for loss, _ in window) / len(window), self.step)
-        self.writer.add_scalar("Optim/lr", self.scheduler.get_last_lr()[0], self.step)
-        self.writer.add_scalar("Optim/grad_norm", grad_norm, self.step)
-        self.writer.add_scalar("Perf/samples_per_sec", sum(n for _, n in window) / seconds, self.step)
-
-
 def print_setup(s: Settings, task: Task, labels: LabelMap, init_note: str, model, tokenizer, lr: float, epochs: int,
                 steps_per_epoch: int, device) -> None:
     n_params = sum(p.numel() for p in model.parameters())
@@ -233,6 +154,14 @@ def warn_if_longer_than_pretrained(init: str, max_length: int, train_set: list[d
             print(f"note: {init} was pretrained on sequences of at most {pretrained_length} tokens; {longer} of "
                   f"{len(train_set)} train examples are longer, and their positions from {pretrained_length} on "
                   f"start untrained (--max-length {pretrained_length} truncates them instead)")
+
+
+def train_batches(train_set: list[dict], s: Settings, seed: int, max_length: int, pad_token_id: int) -> Iterator[dict]:
+    """An epoch of the train split: shuffled, length-bucketed batches (each padded to --max-length with
+    --pad-to-max-length, as the original)."""
+    for batch in classification_batches(train_set, s.batch_size, pad_token_id, shuffle=True, seed=seed,
+                                        bucket_size=s.bucket_size or None):
+        yield pad_to(batch, max_length, pad_token_id) if s.pad_to_max_length else batch
 
 
 def warn_about_setup(s: Settings, task: Task, labels: LabelMap, tokenizer: BertTokenizer, init: str,

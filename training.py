@@ -17,6 +17,9 @@ import signal
 import sys
 import time
 
+from dataclasses import dataclass
+from typing import Iterable
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -125,6 +128,76 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
         sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best
+
+
+@dataclass
+class Trainer:
+    """What one fine-tuning run trains with: the model, its optimizer, schedule, gradient scaler and autocast,
+    its settings and seed, where it logs (writer) and how it stops; step counts the optimizer steps taken.
+    finetune_cls.py's and finetune_ner.py's runs alike: their batches differ, not their steps."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    autocast: object
+    lr: float
+    s: Settings
+    seed: int
+    device: torch.device
+    stop: StopSignal
+    writer: object = None
+    step: int = 0
+
+    @classmethod
+    def start(cls, model, s: Settings, seed: int, total_steps: int, default_lr: float, device: torch.device,
+              stop: StopSignal) -> "Trainer":
+        """BERT's recipe: AdamW at --lr (else default_lr), linear warmup then decay over the run."""
+        lr = s.lr or default_lr
+        optimizer = make_optimizer(model, lr, s.weight_decay, device)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(int(s.warmup * total_steps), total_steps))
+        scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
+        return cls(model, optimizer, scheduler, scaler, autocast_for(device, s.precision), lr, s, seed, device, stop)
+
+    def train_epoch(self, batches: Iterable[dict], steps: int, examples: int, epoch: int) -> float:
+        """One pass over the train split's batches (model(**batch) returns (loss, logits)); train scalars every
+        --log-interval steps; a stop signal acted on after each step. Returns the mean train loss per example."""
+        s, model = self.s, self.model
+        model.train()
+        if not s.no_progress and sys.stderr.isatty():  # a log file gets the epoch lines alone
+            from tqdm import tqdm
+            batches = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+        loss_sum, window, t_window = 0.0, [], time.perf_counter()
+        for batch in batches:
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with self.autocast:
+                loss, _ = model(**batch)
+            grad_norm = self.optimizer_step(loss)
+            window.append((loss.item(), len(batch["labels"])))
+            loss_sum += window[-1][0] * window[-1][1]
+            if self.step % s.log_interval == 0 or self.step % steps == 0:
+                self.log_window(window, grad_norm, time.perf_counter() - t_window)
+                window, t_window = [], time.perf_counter()
+            self.stop.raise_if_stopped()
+        return loss_sum / examples
+
+    def optimizer_step(self, loss: torch.Tensor) -> float:
+        """Backward, clip, step, zero, schedule; returns the gradient norm before clipping."""
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.clip).item()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        return grad_norm
+
+    def log_window(self, window: list[tuple[float, int]], grad_norm: float, seconds: float) -> None:
+        """Train scalars of the steps since the last: mean loss, lr, gradient norm, examples per second."""
+        self.writer.add_scalar("Loss/train", sum(loss for loss, _ in window) / len(window), self.step)
+        self.writer.add_scalar("Optim/lr", self.scheduler.get_last_lr()[0], self.step)
+        self.writer.add_scalar("Optim/grad_norm", grad_norm, self.step)
+        self.writer.add_scalar("Perf/samples_per_sec", sum(n for _, n in window) / seconds, self.step)
 
 
 class Timer:
