@@ -507,7 +507,8 @@ def classification_batches(encoded: list[dict], batch_size: int, pad_token_id: i
                            bucket_size: int | None = 100) -> Iterator[dict[str, torch.Tensor]]:
     """Batches padded to their longest sequence. With bucket_size, each run of bucket_size*batch_size
     examples is sorted by length before being cut into batches (similar lengths, little padding) and the
-    batch order is shuffled; every example appears exactly once."""
+    batch order is shuffled; every example appears exactly once. An example's label is a class (a sequence's)
+    or a list, one per token (padded with -100, which the loss leaves out)."""
     order = list(range(len(encoded)))
     rng = random.Random(seed)
     if shuffle:
@@ -529,6 +530,12 @@ def classification_batches(encoded: list[dict], batch_size: int, pad_token_id: i
             input_ids[b, :n] = encoded[i]["input_ids"]
             token_type_ids[b, :n] = encoded[i]["token_type_ids"]
             attention_mask[b, :n] = 1
+        if isinstance(encoded[batch[0]]["label"], list):  # a label per token (named entities): -100 pads
+            labels = np.full((len(batch), length), -100, dtype=np.int64)
+            for b, i in enumerate(batch):
+                labels[b, :len(encoded[i]["label"])] = encoded[i]["label"]
+            labels = torch.from_numpy(labels)
+        else:
+            labels = torch.tensor([encoded[i]["label"] for i in batch], dtype=torch.int64)
         yield {"input_ids": torch.from_numpy(input_ids), "token_type_ids": torch.from_numpy(token_type_ids),
-               "attention_mask": torch.from_numpy(attention_mask),
-               "labels": torch.tensor([encoded[i]["label"] for i in batch], dtype=torch.int64)}
+               "attention_mask": torch.from_numpy(attention_mask), "labels": labels}

@@ -13,7 +13,7 @@ import os
 
 from cli import DataError
 from data import LabelMap
-from model import BertConfig, BertForSequenceClassification, CheckpointError, physical_memory
+from model import BertConfig, BertForSequenceClassification, BertPreTrainedModel, CheckpointError, physical_memory
 from token_cache import cached_vocab
 from tokenization import BertTokenizer
 from training import Settings
@@ -141,11 +141,12 @@ def choose_init(s: Settings) -> str:
     return init
 
 
-def initial_model(s: Settings, init: str, train_texts: list[str], labels: LabelMap, baseline_of: str | None = None
-                  ) -> tuple[BertForSequenceClassification, BertTokenizer, str, str]:
+def initial_model(s: Settings, init: str, train_texts: list[str], labels: LabelMap, baseline_of: str | None = None,
+                  model_class=BertForSequenceClassification) -> tuple[BertPreTrainedModel, BertTokenizer, str, str]:
     """(model, tokenizer, the checkpoint directory or 'scratch', a note on where the weights and
     vocabulary come from) for `init`: a checkpoint, or 'scratch' (of the size and vocabulary of the
-    checkpoint `baseline_of`, when it is the baseline of a comparison)."""
+    checkpoint `baseline_of`, when it is the baseline of a comparison). model_class: a classifier of
+    sequences (finetune_cls.py) or of tokens (finetune_ner.py)."""
     id2label = dict(enumerate(labels.labels))
     if init == "scratch":
         tokenizer, vocab_note = scratch_vocab(s, train_texts, baseline_of)
@@ -154,11 +155,11 @@ def initial_model(s: Settings, init: str, train_texts: list[str], labels: LabelM
             config.check_memory(16, physical_memory())  # to be trained: weights, gradients, Adam's moments
         except ValueError as e:
             raise CheckpointError(f"random init of {size_note}: {e}") from None
-        return BertForSequenceClassification(config), tokenizer, init, f"random init ({size_note}), {vocab_note}"
+        return model_class(config), tokenizer, init, f"random init ({size_note}), {vocab_note}"
     model_dir = checkpoint_dir(init)
     tokenizer = load_tokenizer(model_dir)
     check_vocab(model_dir, tokenizer)
-    model = BertForSequenceClassification.from_pretrained(model_dir, id2label=id2label)
+    model = model_class.from_pretrained(model_dir, id2label=id2label)
     new = ["a new classifier head"] if any(k.startswith("classifier.") for k in model.load_report["missing"]) else []
     if any(k.startswith("bert.pooler.") for k in model.load_report["missing"]):
         new.append("a new pooler (the checkpoint has none)")
