@@ -90,10 +90,15 @@ def main(path: str) -> None:
                      "SDPA GFLOP/s", "naive peak MiB", "SDPA peak MiB"], rows) + "\n")
 
     rows = [[i["mode"], i["padding"], i["samples_per_s"], f"{i['mean_length']:.0f}", pct(i["padding_fraction"]),
-             ratio(i.get("speedup_vs_padded128"))] for i in groups["finetune"]]
+             ratio(i.get("speedup_vs_padded128"))] for i in groups["finetune"] if "mean_length" in i]
     if rows:
         print("### Classification, mini, batch 32, SST-2-like sentences (samples/s)\n")
         print(table(["mode", "batching", "samples/s", "mean tokens", "padding", "speedup vs padded128"], rows) + "\n")
+    rows = [[i["padding"].split("(")[1].rstrip(")"), i["samples_per_s"], ratio(i.get("speedup_vs_transformers"))]
+            for i in groups["finetune"] if i["padding"].startswith("token-classification")]
+    if rows:
+        print("### Token classification, mini, batch 32, a training epoch (samples/s)\n")
+        print(table(["model", "samples/s", "speedup vs transformers"], rows) + "\n")
 
     rows = []
     for i in groups["data"]:

@@ -82,3 +82,49 @@ def test_classification(benchmark, request, measured, encoded, padding, mode):
     elif ("finetune", mode) in measured:
         info["speedup_vs_padded128"] = measured[("finetune", mode)] / seconds
     benchmark.extra_info.update(info)
+
+
+@pytest.mark.parametrize("impl", ["transformers", "ours"])  # transformers first: ours records the ratio
+def test_token_classification(benchmark, measured, encoded, impl):
+    """A training epoch of token classification (a label per piece, as finetune_ner.py trains), mini, batch 32,
+    the same bucketed batches and weights for transformers' BertForTokenClassification and ours."""
+    transformers = pytest.importorskip("transformers")
+    from model import BertForTokenClassification
+    encoded, tokenizer = encoded
+    if not benchmark.enabled:
+        encoded = encoded[:2 * BATCH]
+    rng = random.Random(1)
+    tagged = [dict(e, label=[-100] + [rng.randrange(9) for _ in e["input_ids"][2:]] + [-100]) for e in encoded]
+    torch.manual_seed(0)
+    config = BertConfig.from_preset("mini", vocab_size=len(tokenizer), num_labels=9)
+    model = BertForTokenClassification(config)
+    if impl == "transformers":
+        hf = transformers.BertForTokenClassification(transformers.BertConfig(**config.to_hf_dict(),
+                                                                            attn_implementation="sdpa"))
+        hf.load_state_dict({k: v for k, v in model.state_dict().items() if "pooler" not in k}, strict=False)
+        forward = lambda batch: hf(**batch).loss  # noqa: E731
+        model = hf
+    else:
+        forward = lambda batch: model(**batch)[0]  # noqa: E731
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, fused=True)
+
+    def train_epoch():
+        model.train()
+        for batch in data.classification_batches(tagged, BATCH, tokenizer.pad_token_id, shuffle=True, seed=0,
+                                                 bucket_size=100):
+            forward(batch).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    benchmark.group = "finetune"
+    benchmark.pedantic(train_epoch, rounds=3, warmup_rounds=1)
+    seconds = best(benchmark)
+    if seconds is None:
+        return
+    info = dict(mode="train", padding=f"token-classification ({impl})", preset="mini",
+                samples_per_s=len(tagged) / seconds)
+    if impl == "transformers":
+        measured[("token-classification",)] = seconds
+    elif ("token-classification",) in measured:
+        info["speedup_vs_transformers"] = measured[("token-classification",)] / seconds
+    benchmark.extra_info.update(info)
