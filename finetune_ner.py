@@ -103,10 +103,11 @@ def fine_tune(s: Settings, task: TaggingTask, init: str, run_dir: str, device: t
     print_report(result, split, best_epoch, model_dir, wall)
     results = {"task": task.info, "init": init_note, "labels": labels, "best_epoch": best_epoch, "history": history,
                "split": split, "decode": s.decode, "best_valid_f1": float(best), "wall_seconds": round(wall, 1),
-               **{k: result[k] for k in ("loss", "precision", "recall", "f1", "accuracy", "per_type")}}
+               **{k: result[k] for k in ("loss", "precision", "recall", "f1", "accuracy", "per_type",
+                                          "f1_by_decoding")}}
     write_json(os.path.join(run_dir, "results.json"), results)
-    writer.add_hparams({"task": task.name, "init": init, "lr": trainer.lr, "epochs": s.epochs, "batch_size": s.batch_size,
-                        "max_length": max_length, "decode": s.decode, "seed": seed},
+    writer.add_hparams({"task": task.name, "init": init, "lr": trainer.lr, "epochs": s.epochs,
+                        "batch_size": s.batch_size, "max_length": max_length, "decode": s.decode, "seed": seed},
                        {f"hparam/{split}_f1": result["f1"], "hparam/best_valid_f1": float(best)}, name="hparams")
     writer.close()
     return results
@@ -119,11 +120,14 @@ def evaluate(model, sentences: list[ner.Sentence], wins: list[ner.Window], label
     against the gold ones: entity precision, recall and F1 overall and per type, token accuracy, the type
     confusion; and the mean loss over the labelled pieces."""
     log_probs, loss = window_log_probs(model, wins, s.batch_size, pad_token_id, device, autocast)
-    pred = decode(ner.word_scores(sentences, wins, log_probs), labels, s.decode)
+    word_scores = ner.word_scores(sentences, wins, log_probs)
     gold = [x.tags for x in sentences]
-    scores = ner.entity_scores(gold, pred)
+    # both decodings of the same scores, for the record (results.json): which is better is measured, not assumed
+    f1 = {how: ner.entity_scores(gold, decode(word_scores, labels, how))["f1"] for how in ("viterbi", "argmax")}
+    pred = decode(word_scores, labels, s.decode)
     names, matrix = ner.type_confusion(gold, pred)
-    return {**scores, "loss": loss, "pred": pred, "confusion": (names, matrix)}
+    return {**ner.entity_scores(gold, pred), "loss": loss, "pred": pred, "confusion": (names, matrix),
+            "f1_by_decoding": f1}
 
 
 @torch.no_grad()
