@@ -33,8 +33,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, with the one line that matters first: the error (a misspelled flag answered with
-    the closest real one, 'did you mean --steps?'), then the usage. Exit code 2, as argparse."""
+    """argparse's parser, with the one line that matters: the error (a misspelled flag answered with the
+    closest real one, 'did you mean --steps?'), then where every flag is listed, instead of a screenful of
+    usage that scrolls the answer away. Exit code 2, as argparse."""
 
     def parse_known_args(self, args=None, namespace=None):
         self._argv = list(sys.argv[1:] if args is None else args)
@@ -49,7 +50,9 @@ class ArgumentParser(argparse.ArgumentParser):
         if unknown:
             message = "; ".join(f"unknown flag {w}" + (f", did you mean {g[0]}?" if g else "")
                                 for w, g in guesses.items())
-        self.exit(2, f"{self.prog}: error: {message}\n{self.format_usage()}")
+        self.exit(2, f"{self.prog}: error: {message}\n(python {self.prog.split()[0]} "
+                     f"{' '.join(self.prog.split()[1:]) + ' ' if len(self.prog.split()) > 1 else ''}--help lists every "
+                     "flag)\n")
 
 
 def not_positive(values: dict, names: Iterable[str]) -> str | None:

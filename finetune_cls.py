@@ -181,10 +181,12 @@ FEW_STEPS, FEW_EXAMPLES = 50, 8
 
 def warn_if_too_little(steps: int, train: list, labels: LabelMap) -> None:
     per_class = min(sum(e.label == label for e in train) for label in labels.labels)
-    if steps < FEW_STEPS or per_class < FEW_EXAMPLES:
-        print(f"warning: {steps} optimizer steps, {per_class} train examples in the smallest class: too little to learn "
-              f"much (at least {FEW_STEPS} steps and {FEW_EXAMPLES} examples a class); add examples, --epochs or "
-              "--min-steps", flush=True)
+    short = [f"{steps} optimizer steps (give more --epochs or --min-steps; at least {FEW_STEPS})"] \
+        if steps < FEW_STEPS else []
+    short += [f"{per_class} train examples in the smallest class (at least {FEW_EXAMPLES}: give more examples)"] \
+        if per_class < FEW_EXAMPLES else []
+    if short:
+        print(f"warning: too little to learn much: {' and '.join(short)}", flush=True)
 
 
 def open_writer(run_dir: str, s: Settings, seed: int, task: Task, init_note: str):
@@ -504,7 +506,7 @@ def predict_command(args) -> int:
             text = decode_text(f.read(), "standard input" if args.file == "-" else args.file)
         texts += [line.rstrip("\r") for line in text.split("\n") if line.strip()]
     if not texts:
-        raise UsageError("nothing to classify: give texts as arguments or --file")
+        raise UsageError("nothing to classify: give texts as arguments, or --file FILE (--file - reads standard input)")
     pairs = [t.split("\t", 1) if "\t" in t else (t, None) for t in texts]  # a tab separates a sentence pair
     max_length = min(args.max_length, model.config.max_position_embeddings)
     # predict() reports a loss against labels; new text has none, so a placeholder 0 stands in.

@@ -316,7 +316,7 @@ def predict_command(args: argparse.Namespace) -> int:
             texts += [t for t in decode_text(f.read(), args.file if args.file != "-" else "standard input")
                       .split("\n") if t.strip()]
     if not texts:
-        raise UsageError("nothing to tag: give texts as arguments or --file")
+        raise UsageError("nothing to tag: give texts as arguments, or --file FILE (--file - reads standard input)")
     words = [ner.split_words(t) for t in texts]
     sentences = [ner.Sentence(w, [], offsets=o, text=t) for (w, o), t in zip(words, texts)]
     wins, _ = ner.windows(sentences, tokenizer, {}, min(args.max_length, model.config.max_position_embeddings))

@@ -139,8 +139,9 @@ def train(s: Settings, resume: Resume | None, run: RunFolder, device: torch.devi
         if step % s.save_interval == 0 or step == s.steps or signum:
             path = checkpoints.save_step(step)
         if signum:
+            log.close()  # the bar first, so that the last lines on a terminal say what to do
             if is_main:
-                print_stopped(signum, step, path)
+                print_stopped(signum, step, path, run_dir)
             exit_code = 128 + signum
             break
 
@@ -326,9 +327,17 @@ def print_non_finite(loss: float, step: int, folder: str, is_main: bool) -> int:
     return 3
 
 
-def print_stopped(signum: int, step: int, path: str) -> None:
-    print(f"\n{signal.Signals(signum).name}: stopped at step {step}; checkpoint saved to {path}\n"
-          f"resume with: python {os.path.relpath(__file__)} --resume {path}", file=sys.stderr)
+def print_stopped(signum: int, step: int, path: str, run_dir: str) -> None:
+    """The stop, and the command that continues it: the run's folder, whose newest checkpoint is the one this
+    run wrote last (the folder form stays right after later stops; a checkpoint's name would not)."""
+    print(f"\n{signal.Signals(signum).name}: stopped at step {step}; checkpoint saved to {shown(path)}\n"
+          f"resume with: python {os.path.relpath(__file__)} --resume {shown(run_dir)}", file=sys.stderr)
+
+
+def shown(path: str) -> str:
+    """A path as a user reads it: relative to here when it is below here."""
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") else path
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -475,7 +484,7 @@ def print_setup(s: Settings, config, model, corpus_info: dict, train_corpus, voc
     print(f"batch: {s.batch_size} x {s.grad_accum} accum x {world} processes = {sequences} sequences "
           f"({sequences * s.seq_len:,} tokens) per step; device {device}, {s.precision}"
           + (", compiled" if s.compile else ""))
-    print(f"logs: {run_dir}" + (f" (branched from {branched_from} at step {step})" if branched_from
+    print(f"logs: {shown(run_dir)}" + (f" (branched from {branched_from} at step {step})" if branched_from
                                 else f" (resuming at step {step})" if step else ""))
 
 
@@ -708,15 +717,17 @@ class Resume:
         that is not the run's newest step checkpoint, with the way to branch instead."""
         branch = f"--resume {self.path} --run-name NEW_NAME"
         if not STEP_FILE.fullmatch(os.path.basename(self.path)):
-            raise UsageError(f"--resume {self.path}: a run continues in its folder from its newest step_N.pt; to "
-                             f"train on from this one, branch into a new run folder: {branch}")
+            raise UsageError(f"--resume {self.path}: a run continues in its folder from its newest step_N.pt "
+                             f"(--resume {shown(self.home)}); to train on from this one, branch into a new run "
+                             f"folder: {branch}")
         # A later file cut short (a full disk, a copy) is no line to keep: the resumed run writes it anew.
         later = [os.path.basename(p) for step, p in step_checkpoints(os.path.dirname(self.path))
                  if step > self.step and zipfile.is_zipfile(p)]
         if later:
-            raise UsageError(f"--resume {self.path}: {self.home} has later checkpoints ({later[-1]}): training on "
-                             f"from step {self.step} in it would mix two lines of training. Branch into a new run "
-                             f"folder: {branch}; or move the later ones out of {os.path.dirname(self.path)}")
+            raise UsageError(f"--resume {self.path}: {self.home} has later checkpoints ({later[-1]}): to continue the "
+                             f"run from its newest, --resume {shown(self.home)}; to train on from step {self.step} "
+                             f"instead, branch into a new run folder: {branch} (or move the later ones out of "
+                             f"{os.path.dirname(self.path)})")
 
     def finished(self, s: Settings, say: bool) -> bool:
         """True when there is nothing to train (said, nothing touched). --steps below the checkpoint's step is

@@ -238,7 +238,8 @@ def test_an_older_step_is_not_resumed_in_place_but_can_be_branched(run, tmp_path
     capsys.readouterr()
     assert train_mlm.main(["--resume", str(step2), "--no-progress"]) == 2
     line = one_error(capsys)
-    assert "has later checkpoints (step_0000006.pt)" in line and f"--resume {step2} --run-name NEW_NAME" in line
+    assert "has later checkpoints (step_0000006.pt): to continue the run from its newest, --resume " \
+        f"{run_dir}" in line and f"--resume {step2} --run-name NEW_NAME" in line
     assert train_mlm.main(["--resume", str(run_dir / "checkpoints" / "best.pt"), "--steps", "8", "--no-progress"]) == 2
     assert "branch into a new run folder" in one_error(capsys)
     assert snapshot(run_dir) == before
@@ -260,7 +261,7 @@ def test_the_checkpoint_resumed_from_is_kept_and_resume_with_names_the_last_one(
     assert train_mlm.main(["--resume", str(run_dir), "--steps", "9", "--no-progress"]) == 128 + signal.SIGTERM
     err = capsys.readouterr().err
     newest = run_dir / "checkpoints" / "step_0000007.pt"
-    assert f"resume with: python train_mlm.py --resume {newest}" in err
+    assert f"checkpoint saved to {newest}" in err and f"resume with: python train_mlm.py --resume {run_dir}" in err
     assert step_files(run_dir) == ["step_0000004.pt", "step_0000007.pt"]  # the last 1, and where it started
     monkeypatch.undo()
     assert train_mlm.main(["--resume", str(newest), "--no-progress"]) == 0
