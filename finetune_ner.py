@@ -41,7 +41,7 @@ import torch.nn.functional as F
 import ner
 from cli import ArgumentParser, DataError, HelpFormatter, UsageError, not_positive, pad, run_cli
 from data import LabelMap, classification_batches
-from files import RunFolder, write_folder, write_json
+from files import RunFolder, check_run_name, write_folder, write_json
 from model import BertForTokenClassification, CheckpointError, PRESETS
 from ner_tasks import TaggingTask, load_tagging_task
 from pretrained import (checkpoint_dir, check_vocab, choose_init, default_lr, initial_model, load_tokenizer,
@@ -248,7 +248,7 @@ def print_report(result: dict, split: str, best_epoch: int, model_dir: str, wall
 def train_command(s: Settings) -> int:
     device = setup_device(s.device)
     check_precision(s.precision, device)
-    if s.run_name and os.path.lexists(os.path.join(s.out_dir, s.run_name)):
+    if s.run_name and os.path.lexists(os.path.join(s.out_dir, check_run_name(s.run_name))):
         raise UsageError(f"{os.path.join(s.out_dir, s.run_name)} exists (another run's folder; nothing in it was "
                          "touched): choose another --run-name")
     task = load_tagging_task(s)  # every check before anything is written

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import corpus
 from cli import DataError
+from data import split_ids
 from files import write_text_atomic
 from ner import Sentence, read_tagged, split_words
 from tokenization import read_text
@@ -61,14 +62,26 @@ def load_tagging_task(s) -> TaggingTask:
     else:
         if len(train) < 2:
             raise DataError(f"{s.train}: one sentence is too few to hold out a validation set")
-        from data import split_ids
         kept, held = split_ids(len(train), s.valid_fraction, s.seed)
         train, valid = [train[i] for i in kept], [train[i] for i in held]
     test = read_tagged(s.test, s.scheme or scheme, s.tag_column)[0] if s.test else []
+    check_types_seen(train, valid, s.valid, s.train)
+    check_types_seen(train, test, s.test, s.train)
     name = os.path.splitext(os.path.basename(s.train))[0]
     return TaggingTask(name, train, valid, test, {"task": "files", "train": s.train, "scheme": scheme,
                                                   "valid": s.valid or f"{s.valid_fraction:.0%} of {s.train}",
                                                   "test": s.test})
+
+
+def check_types_seen(train: list[Sentence], split: list[Sentence], path: str | None, train_path: str) -> None:
+    """An entity type that training never shows cannot be predicted: refuse it by file:line, as a class label
+    the train split lacks is refused in classification."""
+    known = {tag[2:] for sentence in train for tag in sentence.tags if tag != "O"}
+    for sentence in split if path else []:
+        unseen = sorted({tag[2:] for tag in sentence.tags if tag != "O"} - known)
+        if unseen:
+            raise DataError(f"{sentence.where}: entity type {unseen[0]} never occurs in {train_path} "
+                            f"(its types: {', '.join(sorted(known)) or 'none'})")
 
 
 # ----------------------------------------------------------------------------- the embedded demo

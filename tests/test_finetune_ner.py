@@ -134,10 +134,15 @@ def bad_inputs(tmp_path, files):
         "scheme": "ann PERSON\n",
         "begun": "ann B-PER\nrome I-LOC\n",
         "empty": "",
+        "unseen": "zed B-ZZZ\n",
+        "broken.jsonl": "not json\n",
+        "lengths.jsonl": '{"tokens": ["a"], "tags": ["O", "B-PER"]}\n',
+        "span.jsonl": '{"text": "ann", "entities": [[0, 9, "PER"]]}\n',
     }
-    paths = {k: str(tmp_path / f"{k}.txt") for k in bad}
+    names = {k: k if k.endswith(".jsonl") else f"{k}.txt" for k in bad}
+    paths = {k.replace(".jsonl", ""): str(tmp_path / names[k]) for k in bad}
     for k, content in bad.items():
-        (tmp_path / f"{k}.txt").write_text(content)
+        (tmp_path / names[k]).write_text(content)
     (tmp_path / "binary.txt").write_bytes(b"ann met\n\x00\x01\n")
     return dict(files, tmp=str(tmp_path), **paths)
 
@@ -147,6 +152,15 @@ BAD = [  # (arguments, exit code, what the one line must name)
     (["--train", "{scheme}"], 1, "scheme.txt:1: tag 'PERSON' is not a BIO tag"),
     (["--train", "{begun}"], 1, "begun.txt:1: I-LOC of a type not begun (after B-PER"),
     (["--train", "{empty}"], 1, "empty.txt: file is empty"),
+    (["--train", "{tmp}/nosuch.txt"], 1, "nosuch.txt: no such file"),
+    (["--train", "{broken}"], 1, "broken.jsonl:1: bad JSON"),
+    (["--train", "{lengths}"], 1, "lengths.jsonl:1: 'tokens' and 'tags' must be lists of strings of the same length"),
+    (["--train", "{span}"], 1, "span.jsonl:1: entity [0, 9, 'PER'] is not [start, end, type] within the text"),
+    (["--train", "{train}", "--valid", "{unseen}"], 1, "unseen.txt:1: entity type ZZZ never occurs in"),
+    (["--train", "{train}", "--tag-column", "5"], 1, "--tag-column 5 is outside the file's 2 columns"),
+    (["--train", "{train}", "--init", "{tmp}/nosuchrun"], 1, "nosuchrun: not a checkpoint directory"),
+    (["--train", "{train}", "--run-name", "../x"], 2, "a run name is one folder name"),
+    (["--train", "{train}", "--epochs", "0"], 2, "--epochs must be positive, got 0"),
     (["--train", "{train}", "--scheme", "XYZ"], 2, "invalid choice: 'XYZ'"),
     (["--train", "{train}", "--stride", "0"], 2, "--stride in [1, --max-length - 2]"),
     (["predict", "--model", "{tmp}/nosuch", "hi"], 1, "nosuch: no such folder"),
@@ -165,7 +179,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(env, capsys, argv, code, fragm
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "error: " in line]
     assert got == code and len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err
-    assert run_dirs(tmp_path) == []
+    assert run_dirs(tmp_path) == [] and not (tmp_path / "x").exists()
 
 
 def test_predict_refuses_a_tag_set_that_is_not_the_models_and_a_binary_file(env, capsys):

@@ -5,12 +5,13 @@ runs past a page (about 60 lines) but train(), the algorithm on one page."""
 import ast
 import glob
 import os
+import re
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = {os.path.basename(f)[:-3]: f for f in glob.glob(os.path.join(ROOT, "*.py"))}
-ENTRY_POINTS = {"train_mlm", "finetune_cls", "prepare_data"}
+ENTRY_POINTS = {"train_mlm", "finetune_cls", "finetune_ner", "prepare_data"}
 
 
 def tree(name: str) -> ast.Module:
@@ -64,3 +65,16 @@ def test_no_function_runs_past_a_page_but_train():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 62
             and (name, node.name) != ("train_mlm", "train")]
     assert not long, long
+
+
+def test_the_bad_input_counts_in_the_reliability_page_are_the_tables():
+    import test_bad_input
+    import test_finetune_cls
+    import test_finetune_ner
+    with open(os.path.join(ROOT, "docs", "reliability.md"), encoding="utf-8") as f:
+        page = f.read()
+    said = re.search(r"(\d+) cases for `train_mlm.py`, (\d+) for `prepare_data.py`, (\d+) for `finetune_cls.py`, "
+                     r"(\d+) for `finetune_ner.py`", page)
+    assert said, "the bad-input row of docs/reliability.md"
+    assert [int(n) for n in said.groups()] == [len(test_bad_input.TRAIN_CASES), len(test_bad_input.PREPARE_CASES),
+                                               len(test_finetune_cls.BAD_INPUT_CASES), len(test_finetune_ner.BAD)]
