@@ -18,7 +18,7 @@ import sys
 import time
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import numpy as np
 import torch
@@ -147,6 +147,7 @@ class Trainer:
     stop: StopSignal
     writer: object = None
     step: int = 0
+    LINE_EVERY: ClassVar[float] = 30.0  # seconds between the plain progress lines of a run whose output is a file
 
     @classmethod
     def start(cls, model, s: Settings, seed: int, total_steps: int, default_lr: float, device: torch.device,
@@ -163,20 +164,25 @@ class Trainer:
         --log-interval steps; a stop signal acted on after each step. Returns the mean train loss per example."""
         s, model = self.s, self.model
         model.train()
-        if not s.no_progress and sys.stderr.isatty():  # a log file gets the epoch lines alone
+        bar = not s.no_progress and sys.stderr.isatty()
+        if bar:  # on a terminal; a log file gets a plain line every LINE_EVERY seconds instead
             from tqdm import tqdm
             batches = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
-        loss_sum, window, t_window = 0.0, [], time.perf_counter()
+        loss_sum, seen, window, t_window = 0.0, 0, [], time.perf_counter()
+        t_epoch = t_line = t_window
         for batch in batches:
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with self.autocast:
                 loss, _ = model(**batch)
             grad_norm = self.optimizer_step(loss)
             window.append((loss.item(), len(batch["labels"])))
-            loss_sum += window[-1][0] * window[-1][1]
+            loss_sum, seen = loss_sum + window[-1][0] * window[-1][1], seen + window[-1][1]
             if self.step % s.log_interval == 0 or self.step % steps == 0:
                 self.log_window(window, grad_norm, time.perf_counter() - t_window)
                 window, t_window = [], time.perf_counter()
+            if not bar and time.perf_counter() - t_line >= self.LINE_EVERY and self.step % steps:
+                t_line = time.perf_counter()
+                self.print_progress(epoch, steps, loss_sum / seen, t_line - t_epoch)
             self.stop.raise_if_stopped()
         return loss_sum / examples
 
@@ -191,6 +197,13 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         return grad_norm
+
+    def print_progress(self, epoch: int, steps: int, loss: float, seconds: float) -> None:
+        """A plain line for a log file: where the epoch is, its mean train loss so far, the rate, its ETA."""
+        done = (self.step - 1) % steps + 1
+        eta = int(seconds / done * (steps - done))
+        print(f"epoch {epoch}, step {done}/{steps}: train loss {loss:.4f}, lr {self.scheduler.get_last_lr()[0]:.2e}, "
+              f"{done / seconds:.1f} steps/s, epoch ETA {eta // 60}:{eta % 60:02d}", flush=True)
 
     def log_window(self, window: list[tuple[float, int]], grad_norm: float, seconds: float) -> None:
         """Train scalars of the steps since the last: mean loss, lr, gradient norm, examples per second."""

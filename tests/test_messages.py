@@ -9,6 +9,7 @@ import pytest
 
 import finetune_cls
 import train_mlm
+from training import Trainer
 from cli import display_width
 from model import BertConfig, BertForPreTraining
 
@@ -129,3 +130,18 @@ def test_help_states_each_default_once(script, capsys):
     assert len(flags) > 8
     assert not [f for f in flags if f.count("default") > 1 and f.count("(default") > 1], help_text
     assert "(default: one per CPU, at most one per MB of corpus)" in " ".join(help_text.split()) or script == "finetune_cls"
+
+
+def test_a_fine_tuning_run_logged_to_a_file_prints_plain_progress_lines_within_each_epoch(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """Output to a file (not a terminal): no bar, and no silence either for the length of an epoch."""
+    monkeypatch.setattr(Trainer, "LINE_EVERY", 0.0)  # a line at every step, as a long epoch gets every 30 s
+    rows = [(f"row {i} is {'good' if i % 2 else 'bad'}", "pos" if i % 2 else "neg") for i in range(96)]
+    train = write_tsv(tmp_path / "train.tsv", rows)
+    assert finetune_cls.main(["--train", train, "--init", "scratch", "--epochs", "1", "--batch-size", "16",
+                              "--out-dir", str(tmp_path / "runs"), "--vocab-size", "200",
+                              "--cache-dir", str(tmp_path / "cache")]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch 1, step ")]
+    assert lines and all(re.fullmatch(r"epoch 1, step \d+/(\d+): train loss \d+\.\d{4}, lr [\d.e+-]+, "
+                                      r"[\d.]+ steps/s, epoch ETA \d+:\d\d", l) for l in lines), lines
+    assert "\r" not in "".join(lines)
