@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import os
@@ -33,8 +34,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from checkpoints import (Checkpointer, STEP_FILE, checkpoint_parent, find_checkpoint, load_checkpoint, run_home,
-                         set_rng_state, step_checkpoints)
+from checkpoints import (Checkpointer, STEP_FILE, checkpoint_parent, find_checkpoint, load_checkpoint, rng_state,
+                         run_home, set_rng_state, step_checkpoints)
 from cli import ArgumentParser, DataError, HelpFormatter, UsageError, not_positive, run_cli
 from data import Prefetcher, PretrainingData, split_ids
 from files import RunFolder, check_run_name, remove_stale_temporaries, write_folder, write_json, write_text_atomic
@@ -52,7 +53,8 @@ from visuals import (custom_scalars_layout, log_embeddings, log_eval, log_gradie
 # ----------------------------------------------------------------------------- the training loop
 
 
-def train(s: Settings, resume: Resume | None, run: RunFolder, device: torch.device, rank: int, world: int) -> int:
+def train(s: Settings, resume: Resume | None, run: RunFolder, device: torch.device, rank: int, world: int,
+          started: float) -> int:
     # --- processes (started by main(): torchrun sets RANK/WORLD_SIZE; a plain run is rank 0 of 1)
     is_main = rank == 0
     run_dir = s.run_dir  # this run's own folder, claimed by main(): nothing is written outside it
@@ -73,10 +75,12 @@ def train(s: Settings, resume: Resume | None, run: RunFolder, device: torch.devi
     autocast = autocast_for(device, s.precision)
     step, best_valid = resume.restore(model, optimizer, scaler, train_data, vocab_file, corpus_info, s) if resume \
         else (0, math.inf)
+    raw_model, compiled, model = wrap_model(model, s, device)
+    if s.steps is None:  # --minutes: the steps that fit, timed here; from now on the run is a --steps run
+        s = fit_budget(s, model, raw_model, optimizer, scaler, autocast, train_data, device, started, is_main)
     # last_epoch=step-1: the constructor steps once, to `step`, so a resumed run continues its schedule.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(s.warmup, s.steps, s.decay),
                                                   last_epoch=step - 1)
-    raw_model, compiled, model = wrap_model(model, s, device)
 
     # --- what the run writes: TensorBoard, checkpoints, log lines; how it stops
     writer = open_writer(run_dir, s, step, corpus_info, run.created, resume) if is_main else None
@@ -151,7 +155,8 @@ def train(s: Settings, resume: Resume | None, run: RunFolder, device: torch.devi
     if step == s.steps and exit_code == 0 and not metrics:  # resumed at its last step, killed before its export
         metrics = evaluate(compiled, valid_data, eval_start, s, device, autocast, most_frequent)
     if is_main and step == s.steps and exit_code == 0:
-        finish_run(s, writer, raw_model, tokenizer, vocab_file, config, metrics, run_dir, world, timer, log.t_start)
+        finish_run(s, writer, raw_model, tokenizer, vocab_file, config, metrics, run_dir, world, timer,
+                   log.t_start, started)
     if writer:
         writer.close()
     if dist.is_initialized():
@@ -458,6 +463,78 @@ def wrap_model(model, s: Settings, device: torch.device) -> tuple:
     return model, compiled, ddp
 
 
+BUDGET_TIMING = 0.03  # share of a --minutes budget spent timing the step (from 2 to 30 steps)
+EXPORT_RATE = 200e6  # bytes/s at which the end of a run writes its export (safetensors, then the projector)
+
+
+def fit_budget(s: Settings, model, raw_model, optimizer, scaler, autocast, data: PretrainingData,
+               device: torch.device, started: float, is_main: bool) -> Settings:
+    """--minutes M: time training steps on the run's own batches, put the model, optimizer, scaler, data
+    position and random streams back as they were, and resolve the steps that fit what is left of the budget
+    after the set-up so far, the evaluations and the export. The run is then exactly the --steps run of that
+    count (a test compares them), so it resumes like one; the count and the step time are saved with it."""
+    before = copy.deepcopy({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scaler": scaler.state_dict()})
+    position, streams = data.state_dict(), rng_state()
+    if is_main:
+        print(f"timing the step for --minutes {s.minutes:g} ...", flush=True)
+    batches = Prefetcher(data, s.batch_size)
+    try:
+        time_steps(model, batches, optimizer, scaler, autocast, s, device, 1)  # allocation, threads, compilation
+        first = agreed_max(time_steps(model, batches, optimizer, scaler, autocast, s, device, 1), device)
+        timed = int(min(max(2, BUDGET_TIMING * 60 * s.minutes / first), 30))
+        step_time = agreed_max(time_steps(model, batches, optimizer, scaler, autocast, s, device, timed), device)
+    finally:
+        batches.close()
+    raw_model.load_state_dict(before["model"])
+    optimizer.load_state_dict(before["optimizer"])
+    scaler.load_state_dict(before["scaler"])
+    data.load_state_dict(position)
+    set_rng_state(streams)
+    per_step = step_time * (1 + s.eval_batches / (3 * s.eval_interval))  # an eval batch: a forward, 1/3 of a step
+    export = 0.5 + 4 * sum(p.numel() for p in raw_model.parameters()) / EXPORT_RATE  # fp32 weights, and the rest
+    left = 60 * s.minutes - (time.perf_counter() - started) - export - per_step * s.eval_batches / 3
+    steps = int(agreed_max(left / per_step if is_main else -math.inf, device))  # rank 0's count, on every rank
+    if steps < 1:
+        raise UsageError(f"--minutes {s.minutes:g}: the set-up took {time.perf_counter() - started:.0f}s and a step "
+                         f"{step_time:.2f}s, so no step fits; give more minutes")
+    values = s.as_dict()
+    values.update(steps=steps, warmup=warmup_steps(s.warmup, steps), timed_step=step_time)
+    if is_main:
+        print(f"steps: {steps:,} fit --minutes {s.minutes:g} ({step_time:.3f}s a step over {timed} timed steps, "
+              f"{time.perf_counter() - started:.0f}s of set-up, evaluations and export counted)", flush=True)
+    return Settings(**values)
+
+
+def time_steps(model, batches: Prefetcher, optimizer, scaler, autocast, s: Settings, device, n: int) -> float:
+    """Seconds per optimizer step over `n` steps taken as the loop takes them."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        micro = [to_device(batches.next_batch(), device) for _ in range(s.grad_accum)]
+        forward_backward(model, micro, scaler, autocast, s.no_nsp)
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip).item()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+    sync(device)
+    return (time.perf_counter() - t0) / n
+
+
+def agreed_max(value: float, device: torch.device) -> float:
+    """The largest of every process's value (itself, in one process): what all ranks then act on alike."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()
+
+
+def clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def open_writer(run_dir: str, s: Settings, step: int, corpus_info: dict, fresh: bool, resume: Resume | None):
     """The run's TensorBoard writer; a new folder also records the settings and corpus (and, for a branch,
     the checkpoint it continues)."""
@@ -489,7 +566,7 @@ def print_setup(s: Settings, config, model, corpus_info: dict, train_corpus, voc
 
 
 def finish_run(s: Settings, writer, model, tokenizer, vocab_file: str, config, metrics: dict, run_dir: str,
-               world: int, timer: Timer, t_start: float) -> None:
+               world: int, timer: Timer, t_start: float, started: float) -> None:
     """The end of a completed run: the Hugging Face export, the hparams table, the embedding projector
     and the summary."""
     export_dir = os.path.join(run_dir, "final")
@@ -500,13 +577,18 @@ def finish_run(s: Settings, writer, model, tokenizer, vocab_file: str, config, m
         write_json(os.path.join(folder, "tokenizer_config.json"), settings)
     write_folder(export_dir, export)  # whole or absent: finetune_cls.py may pick it up at any moment
     writer.add_hparams({"config": s.config, "lr": s.lr, "batch": s.batch_size * s.grad_accum * world,
-                        "seq_len": s.seq_len, "steps": s.steps, "warmup": s.warmup, "decay": s.decay,
+                        "seq_len": s.seq_len, "steps": s.steps, "minutes": s.minutes or 0, "warmup": s.warmup,
+                        "decay": s.decay,
                         "vocab_size": config.vocab_size, "nsp": not s.no_nsp, "wwm": s.whole_word_masking,
                         "precision": s.precision},
                        {f"hparam/{k}": v for k, v in metrics.items()}, name="hparams")
     with timer("viz"):
         log_embeddings(writer, model, tokenizer, s.steps)
     print_summary(metrics, run_dir, export_dir, s, timer.seconds, time.perf_counter() - t_start)
+    if s.minutes and getattr(s, "timed_step", None):  # a budget run's first process, not a resumed one
+        took = time.perf_counter() - started
+        print(f"time budget: {clock(60 * s.minutes)} (--minutes {s.minutes:g}), took {clock(took)} "
+              f"({took / (60 * s.minutes) - 1:+.0%}), {s.steps:,} steps")
 
 
 def print_summary(m: dict, run_dir: str, export_dir: str, s: Settings, seconds: dict, total: float) -> None:
@@ -538,6 +620,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.given = set(vars(given.parse_args(argv)))
     if args.max_predictions is None:
         args.max_predictions = math.ceil(args.mask_prob * args.seq_len)
+    if args.minutes is not None:
+        if "steps" in args.given or args.resume:
+            p.error("--minutes chooses the step count of a new run: give it or --steps, not both (a resumed run "
+                    "keeps the steps its budget chose; give --steps to train further)")
+        args.steps = None  # resolved when the step can be timed: fit_budget()
     problem = settings_problem(vars(args))
     if args.run_name is not None:
         try:
@@ -579,7 +666,11 @@ def settings_problem(v: dict) -> str | None:
     for name, low, high in (("dropout", 0, 1), ("mask_prob", 0, 1), ("short_seq_prob", 0, 1)):
         if not low <= v[name] < high or (name == "mask_prob" and v[name] == 0):
             return f"--{name.replace('_', '-')} must be in [{low}, {high}), got {v[name]}"
-    problem = not_positive(v, _POSITIVE)
+    if v.get("minutes") is not None and not_positive(v, ["minutes"]):
+        return not_positive(v, ["minutes"])
+    if v["steps"] is None and v.get("minutes") is None:
+        return "--steps must be a whole number, got None"
+    problem = not_positive(v, [n for n in _POSITIVE if n != "steps" or v["steps"] is not None])
     if problem:
         return problem
     if not 0 < v["valid_fraction"] < 1:
@@ -613,9 +704,14 @@ def resolve_settings(args: argparse.Namespace, resume: Resume | None, run_dir: s
     values.update(run_dir=run_dir, out_dir=os.path.dirname(run_dir), run_name=os.path.basename(run_dir))
     if resume and "vocab" not in args.given:  # the vocabulary the run was trained with, from its checkpoint
         values["vocab"] = os.path.join(run_dir, "vocab.txt")
-    warmup, steps = values["warmup"], values["steps"]
-    values["warmup"] = int(warmup * steps) if warmup < 1 else int(warmup)
+    if values["steps"] is not None:  # else --minutes: fit_budget() resolves both once the step is timed
+        values["warmup"] = warmup_steps(values["warmup"], values["steps"])
     return Settings(**values)
+
+
+def warmup_steps(warmup: float, steps: int) -> int:
+    """--warmup as a number of steps: a fraction of --steps if below 1."""
+    return int(warmup * steps) if warmup < 1 else int(warmup)
 
 
 def default_run_name(config: str) -> str:
@@ -786,6 +882,7 @@ class Resume:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()  # --minutes counts from here
     args = parse_args(argv)
 
     def command() -> int:
@@ -801,7 +898,7 @@ def main(argv: list[str] | None = None) -> int:
         with claim_run_folder(s, resume, "run_name" not in args.given, rank) as run:
             if run.path != s.run_dir:  # a generated name another run took first (numbered), or rank 0's
                 s = resolve_settings(args, resume, run.path)
-            return train(s, resume, run, device, rank, world)
+            return train(s, resume, run, device, rank, world, started)
     return run_cli(command, bad_input=(DataError, CheckpointError), sigterm=True)
 
 
@@ -850,6 +947,10 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
 def add_optimisation_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=1000, help="optimizer steps to train")
+    g.add_argument("--minutes", type=float,
+                   help="train for a time budget instead of --steps: the step is timed on this machine, and the "
+                        "steps that fit (set-up, evaluations and export included) become the run's --steps, "
+                        "saved with it; warmup and decay are laid over them")
     g.add_argument("--batch-size", type=int, default=48,
                    help="sequences per micro-batch, per process (48 x 64 tokens: --mask-prob 0.25's extra predictions "
                         "in the time of 64 x 64 at 0.15, see docs/pretraining.md)")

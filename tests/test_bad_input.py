@@ -76,6 +76,8 @@ TRAIN_CASES = [  # (flags, exit code, what the line must name)
     (["--data", "{gbk}"], 1, "iconv -f gb18030"), (["--data", "{badjson}"], 1, "bad.jsonl:2: bad JSON"),
     (["--data", "{nofield}"], 1, "nofield.jsonl:1: no 'text' field"), (["--data", "{onedoc}"], 1, "too few documents"),
     (["--data", "{nopunct}"], 1, "no sentence punctuation"), (["--data", "{badgz}"], 1, "not a readable gzip file"),
+    (["--minutes", "0"], 2, "--minutes must be positive"), (["--minutes", "5", "--steps", "10"], 2, "not both"),
+    (["--minutes", "5", "--resume", "{missing}"], 2, "a resumed run keeps the steps its budget chose"),
     (["--vocab", "{missing}"], 1, "missing.txt: no such file"),
     (["--vocab", "{nospecial}"], 1, "lacks the special token"),
     (["--resume", "{nocorpus}"], 2, "no checkpoint file"),

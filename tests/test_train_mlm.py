@@ -547,3 +547,32 @@ def test_the_eta_is_smoothed_and_each_evaluation_says_the_valid_loss(run, monkey
                        r"\d+\.\d\d% \(unigram baseline \d+\.\d\d%\), NSP accuracy \d+\.\d%$", out, re.M)
     assert evals == ["20", "40", "60"]
     assert "next, fine-tune it: python finetune_cls.py --init " in out
+
+
+def test_a_time_budget_run_is_exactly_the_steps_run_it_fitted(run, capsys):
+    """--minutes times the step on the run's own batches, puts everything back, and trains the steps that fit:
+    the same run, loss for loss, as --steps of that count (which is how it resumes)."""
+    code, budget = run("--minutes", "0.2", "--viz-interval", "0", name="budget")
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    steps = int(re.search(r"steps: ([\d,]+) fit --minutes 0.2 \(", out)[1].replace(",", ""))
+    assert re.search(rf"time budget: 0:00:12 \(--minutes 0.2\), took \d:\d\d:\d\d \([+-]\d+%\), {steps:,} steps", out)
+    saved = checkpoints.load_checkpoint(str(budget / "checkpoints" / f"step_{steps:07d}.pt"))["args"]
+    assert saved["steps"] == steps and saved["minutes"] == 0.2 and saved["warmup"] == int(0.06 * steps)
+    code, fixed = run("--steps", str(steps), "--viz-interval", "0", name="fixed")
+    assert code == 0
+    assert scalars(budget, "Loss/train") == scalars(fixed, "Loss/train")
+    assert scalars(budget, "Optim/lr") == scalars(fixed, "Optim/lr")
+    assert scalars(budget, "Loss/valid") == scalars(fixed, "Loss/valid")
+    # resumed, it is the run of that many steps: finished, nothing timed again
+    assert train_mlm.main(["--resume", str(budget), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"the run is finished at step {steps} of {steps}" in out and "timing" not in out
+
+
+def test_a_budget_too_small_for_one_step_is_one_line_and_leaves_no_run_folder(run, capsys):
+    code, folder = run("--minutes", "0.0001", name="too-short")
+    err = capsys.readouterr().err
+    assert code == 2 and not folder.exists()
+    assert [line for line in err.splitlines() if line.strip()] == [
+        line for line in err.splitlines() if line.startswith("error: --minutes 0.0001: the set-up took")], err
