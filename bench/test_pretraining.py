@@ -149,3 +149,40 @@ def test_pretraining_step_compiled(benchmark, measured, large, precision, device
     if key in measured:
         info["speedup_vs_hf"] = measured[key] / seconds
     benchmark.extra_info.update(info)
+
+
+# The default run's shape (train_mlm.py's defaults: tiny, 8,192-token vocabulary, 48 x 64 tokens, 16
+# predictions at 25% masking), under the recipes issue 20 measured; each records its ratio to "today".
+RECIPES = {"today": {"dropout": 0.1, "nsp": True}, "dropout 0": {"dropout": 0.0, "nsp": True},
+           "dropout 0, MLM only": {"dropout": 0.0, "nsp": False}}
+DEFAULT_SHAPE = {"batch": 48, "seq": 64, "predictions": 16, "vocab": 8192}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("recipe", list(RECIPES))  # "today" first: the others record their speedup over it
+def test_default_recipe_step(benchmark, measured, recipe, device):
+    """A step of the default pretraining run, as train_mlm.py takes it (fused AdamW), under each recipe:
+    dropout off draws no random numbers (torch skips the mask at p=0); MLM only drops the NSP loss."""
+    r, shape = RECIPES[recipe], DEFAULT_SHAPE
+    config = BertConfig.from_preset("tiny", vocab_size=shape["vocab"], hidden_dropout_prob=r["dropout"],
+                                    attention_probs_dropout_prob=r["dropout"])
+    torch.manual_seed(0)
+    model = make_model("ours", config, device)
+    optimizer = make_optimizer("ours", model, device)
+    batch = pretraining_batch(shape["batch"], shape["seq"], shape["predictions"], shape["vocab"], device)
+    if not r["nsp"]:
+        batch = {k: v for k, v in batch.items() if k != "next_sentence_labels"}  # as train_mlm.py --no-nsp
+    benchmark.group = "recipe"
+    benchmark.pedantic(train_step(model, optimizer, batch, "fp32", device), rounds=10, warmup_rounds=2)
+    seconds = best(benchmark)
+    if seconds is None:
+        return
+    flops = pretraining_flops_per_sequence(config, shape["seq"], shape["predictions"]) * shape["batch"]
+    info = dict(device=device, recipe=recipe, tokens_per_s=shape["batch"] * shape["seq"] / seconds,
+                mfu=flops / seconds / peak_flops(device, "fp32"))
+    key = ("recipe", device)
+    if recipe == "today":
+        measured[key] = seconds
+    elif key in measured:
+        info["speedup_vs_today"] = measured[key] / seconds
+    benchmark.extra_info.update(info)
