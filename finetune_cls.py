@@ -47,7 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cli import ArgumentParser, DataError, HelpFormatter, UsageError, display_width, not_positive, pad, run_cli
+from cli import (ArgumentParser, DataError, HelpFormatter, UsageError, display_width, not_positive, pad, run_cli,
+                 run_predict)
 from data import LabelMap, classification_batches, encode_classification
 from files import RunFolder, write_folder, write_json
 from model import PRESETS, BertForSequenceClassification, CheckpointError
@@ -671,11 +672,7 @@ def check_train_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["predict"]:
-        p = predict_parser()
-        args = p.parse_args(argv[1:])
-        if args.max_length < 4 or args.batch_size <= 0:
-            p.error("--max-length must be at least 4 and --batch-size positive")
-        return run_cli(lambda: predict_command(args), bad_input=(DataError, CheckpointError))
+        return run_predict(argv[1:], predict_parser(), predict_command, bad_input=(DataError, CheckpointError))
     p = train_parser()
     args = p.parse_args(argv[1:] if argv[:1] == ["train"] else argv)
     check_train_flags(p, args)

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 import ner
-from cli import ArgumentParser, DataError, HelpFormatter, UsageError, not_positive, pad, run_cli
+from cli import ArgumentParser, DataError, HelpFormatter, UsageError, not_positive, pad, run_cli, run_predict
 from data import LabelMap, classification_batches
 from files import RunFolder, check_run_name, write_folder, write_json
 from model import BertForTokenClassification, CheckpointError, PRESETS
@@ -422,11 +422,7 @@ def check_train_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["predict"]:
-        p = predict_parser()
-        args = p.parse_args(argv[1:])
-        if args.max_length < 4 or args.batch_size <= 0:
-            p.error("--max-length must be at least 4 and --batch-size positive")
-        return run_cli(lambda: predict_command(args), bad_input=(DataError, CheckpointError))
+        return run_predict(argv[1:], predict_parser(), predict_command, bad_input=(DataError, CheckpointError))
     p = train_parser()
     args = p.parse_args(argv)
     check_train_flags(p, args)

@@ -558,8 +558,11 @@ class BertForPreTraining(BertPreTrainedModel):
         return PreTrainingOutput(loss, mlm_loss, nsp_loss, mlm_logits, nsp_logits)
 
 
-class BertForSequenceClassification(BertPreTrainedModel):
-    optional_keys = ("classifier.", "bert.pooler.")
+class BertWithClassifier(BertPreTrainedModel):
+    """The encoder, dropout and one linear layer to config.num_labels, as transformers' classifiers: what the
+    two fine-tuning heads share (which output they classify is their forward's)."""
+
+    optional_keys = ("classifier.", "bert.pooler.")  # a new head; a checkpoint without a pooler
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -568,6 +571,10 @@ class BertForSequenceClassification(BertPreTrainedModel):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_weights()
+
+
+class BertForSequenceClassification(BertWithClassifier):
+    """A label for a sequence: the pooled [CLS] vector, dropout, the classifier."""
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None,
@@ -579,20 +586,11 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return loss, logits
 
 
-class BertForTokenClassification(BertPreTrainedModel):
+class BertForTokenClassification(BertWithClassifier):
     """A label for every token (named entities): the encoder's sequence output, dropout, one linear layer, as
     transformers' BertForTokenClassification (whose checkpoints have no pooler: it is optional here)."""
 
-    optional_keys = ("classifier.", "bert.pooler.")
     IGNORE = -100  # the label of a position left out of the loss: a word's later pieces, padding, [CLS], [SEP]
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
-        self.bert = BertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None,
