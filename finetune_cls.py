@@ -581,6 +581,8 @@ def add_optimisation_flags(p: argparse.ArgumentParser) -> None:
                    "2e-4 up to 256, 1e-4 up to 512, 3e-5 up to 768, else 2e-5)")
     g.add_argument("--warmup", type=float, default=0.1, help="share of the steps with linear warmup")
     g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases, LayerNorm)")
+    g.add_argument("--dropout", type=float, default=0.1,
+                   help="hidden and attention dropout while fine-tuning (BERT's), whatever the model was pretrained with")
     g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping threshold")
     g.add_argument("--metric", choices=["acc", "f1", "mcc"],
                    help="validation metric that picks the best epoch (default: mcc for cola, else acc)")
@@ -653,6 +655,8 @@ def check_train_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
         p.error(f"--max-length must be at least 4 ([CLS], [SEP] and room for text), got {args.max_length}")
     if args.lr is not None and not 0 < args.lr < math.inf:
         p.error(f"--lr must be positive, got {args.lr}")
+    if not 0 <= args.dropout < 1:
+        p.error(f"--dropout must be in [0, 1), got {args.dropout}")
     if not 0 < args.clip < math.inf or not 0 <= args.weight_decay < math.inf:
         p.error(f"--clip must be positive and --weight-decay not negative, got {args.clip} and {args.weight_decay}")
     for seed in [args.seed, *(args.seeds or [])]:

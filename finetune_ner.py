@@ -369,6 +369,8 @@ def train_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, help="peak learning rate (default by hidden size, as finetune_cls.py)")
     g.add_argument("--warmup", type=float, default=0.1, help="share of the steps with linear warmup")
     g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    g.add_argument("--dropout", type=float, default=0.1,
+                   help="hidden and attention dropout while fine-tuning (BERT's), whatever the model was pretrained with")
     g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping threshold")
     g.add_argument("--bucket-size", type=int, default=100, help="length bucketing: batches sorted by length in "
                    "runs of this many (0: off)")
@@ -413,6 +415,8 @@ def check_train_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
     if args.lr is not None and not 0 < args.lr < math.inf or not 0 < args.clip < math.inf \
             or not 0 <= args.weight_decay < math.inf or not 0 <= args.seed < 2 ** 32:
         p.error("--lr and --clip must be positive, --weight-decay not negative, --seed in [0, 2^32)")
+    if not 0 <= args.dropout < 1:
+        p.error(f"--dropout must be in [0, 1), got {args.dropout}")
     if (args.valid or args.test) and not args.train:
         p.error("--valid and --test need --train")
     if args.vocab and args.init != "scratch":

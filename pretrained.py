@@ -111,21 +111,20 @@ def scratch_vocab(s: Settings, train_texts: list[str], baseline_of: str | None) 
     return BertTokenizer(vocab_file), f"a {s.vocab_size}-token WordPiece vocabulary trained on the train split"
 
 
-def scratch_config(s: Settings, vocab_size: int, id2label: dict[int, str], baseline_of: str | None
-                   ) -> tuple[BertConfig, str]:
+def scratch_config(s: Settings, vocab_size: int, overrides: dict, baseline_of: str | None) -> tuple[BertConfig, str]:
     """The random-init baseline's size: that of the checkpoint it is compared with (`baseline_of`), else --config,
     else the newest pretraining run's (so that the two differ only in the weights), else train_mlm.py's
-    default, tiny."""
+    default, tiny; with `overrides` (its labels, the fine-tuning dropout)."""
     pretrained = baseline_of or (None if s.config else newest_pretrained(s.out_dir))
     if pretrained:
         config_file = os.path.join(pretrained, "config.json")
         hf_config = read_json(config_file)
         if not isinstance(hf_config, dict):
             raise CheckpointError(f"{config_file}: not a BERT config (a JSON {type(hf_config).__name__}, not an object)")
-        config = BertConfig.from_hf_dict({**hf_config, "vocab_size": vocab_size, "id2label": id2label}, config_file)
+        config = BertConfig.from_hf_dict({**hf_config, "vocab_size": vocab_size, **overrides}, config_file)
         return config, f"the size of {pretrained}"
     name = s.config or "tiny"
-    return BertConfig.from_preset(name, vocab_size=vocab_size, id2label=id2label), f"the '{name}' preset"
+    return BertConfig.from_preset(name, vocab_size=vocab_size, **overrides), f"the '{name}' preset"
 
 
 def choose_init(s: Settings) -> str:
@@ -148,9 +147,12 @@ def initial_model(s: Settings, init: str, train_texts: list[str], labels: LabelM
     checkpoint `baseline_of`, when it is the baseline of a comparison). model_class: a classifier of
     sequences (finetune_cls.py) or of tokens (finetune_ner.py)."""
     id2label = dict(enumerate(labels.labels))
+    # --dropout, whatever the checkpoint was pretrained with: a run pretrained without dropout still
+    # fine-tunes with BERT's 0.1, which a few labels need (docs/fine-tuning.md)
+    dropout = {"hidden_dropout_prob": s.dropout, "attention_probs_dropout_prob": s.dropout}
     if init == "scratch":
         tokenizer, vocab_note = scratch_vocab(s, train_texts, baseline_of)
-        config, size_note = scratch_config(s, len(tokenizer), id2label, baseline_of)
+        config, size_note = scratch_config(s, len(tokenizer), {"id2label": id2label, **dropout}, baseline_of)
         try:
             config.check_memory(16, physical_memory())  # to be trained: weights, gradients, Adam's moments
         except ValueError as e:
@@ -159,7 +161,7 @@ def initial_model(s: Settings, init: str, train_texts: list[str], labels: LabelM
     model_dir = checkpoint_dir(init)
     tokenizer = load_tokenizer(model_dir)
     check_vocab(model_dir, tokenizer)
-    model = model_class.from_pretrained(model_dir, id2label=id2label)
+    model = model_class.from_pretrained(model_dir, id2label=id2label, **dropout)
     new = ["a new classifier head"] if any(k.startswith("classifier.") for k in model.load_report["missing"]) else []
     if any(k.startswith("bert.pooler.") for k in model.load_report["missing"]):
         new.append("a new pooler (the checkpoint has none)")

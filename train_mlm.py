@@ -584,17 +584,18 @@ def finish_run(s: Settings, writer, model, tokenizer, vocab_file: str, config, m
                        {f"hparam/{k}": v for k, v in metrics.items()}, name="hparams")
     with timer("viz"):
         log_embeddings(writer, model, tokenizer, s.steps)
-    print_summary(metrics, run_dir, export_dir, s, timer.seconds, time.perf_counter() - t_start)
-    if s.minutes and getattr(s, "timed_step", None):  # a budget run's first process, not a resumed one
-        took = time.perf_counter() - started
-        print(f"time budget: {clock(60 * s.minutes)} (--minutes {s.minutes:g}), took {clock(took)} "
-              f"({took / (60 * s.minutes) - 1:+.0%}), {s.steps:,} steps")
+    print_summary(metrics, run_dir, export_dir, s, timer.seconds, time.perf_counter() - t_start, started)
 
 
-def print_summary(m: dict, run_dir: str, export_dir: str, s: Settings, seconds: dict, total: float) -> None:
+def print_summary(m: dict, run_dir: str, export_dir: str, s: Settings, seconds: dict, total: float,
+                  started: float) -> None:
     print("\n" + "-" * 64)
     print(f"{total:.0f}s: {total - seconds['eval'] - seconds['viz']:.0f}s training, {seconds['eval']:.0f}s "
           f"evaluation, {seconds['viz']:.1f}s TensorBoard visualisation ({seconds['viz'] / total:.1%})")
+    if s.minutes and getattr(s, "timed_step", None):  # a budget run's first process (a resumed one has no budget)
+        took = time.perf_counter() - started
+        print(f"time budget: {clock(60 * s.minutes)} (--minutes {s.minutes:g}), took {clock(took)} "
+              f"({took / (60 * s.minutes) - 1:+.0%}), {s.steps:,} steps")
     print(f"valid MLM loss {m['mlm_loss']:.4f} (perplexity {m['perplexity']:.1f}), "
           f"MLM accuracy {m['mlm_acc']:.2%} vs {m['unigram_acc']:.2%} for the unigram baseline "
           "(always the most frequent token)")

@@ -26,6 +26,7 @@ import finetune_cls
 import pretrained
 import tasks
 from finetune_cls import classification_metrics, confusion_matrix, main
+from training import Trainer
 from visuals import confusion_image
 import data
 from model import BertConfig, BertForPreTraining, BertForSequenceClassification
@@ -223,6 +224,25 @@ def test_note_when_examples_are_longer_than_the_pretraining_sequences(env, capsy
     assert len(note) == 1 and "pretrained on sequences of at most 6 tokens" in note[0] and "of 64 train" in note[0]
     assert main([*data, "--max-length", "6"]) == 0  # truncated to the pretraining length: nothing to say
     assert "note:" not in capsys.readouterr().out
+
+
+def test_a_model_pretrained_without_dropout_fine_tunes_with_the_dropout_asked_for(env, capsys, monkeypatch):
+    """--dropout (BERT's 0.1) whatever the checkpoint's config says: train_mlm.py --dropout 0 exports 0."""
+    tmp_path, files, flags = env
+    config = tmp_path / "runs" / "pre" / "final" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "hidden_dropout_prob": 0.0,
+                                  "attention_probs_dropout_prob": 0.0}))
+    seen, original = [], Trainer.start
+
+    def start(model, *args, **kwargs):  # the model as training starts: every dropout rate in it
+        seen.append(sorted({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} | {
+            m.dropout_p for m in model.modules() if hasattr(m, "dropout_p")}))
+        return original(model, *args, **kwargs)
+    monkeypatch.setattr(Trainer, "start", start)
+    data = ["--train", str(files["train"]), "--valid", str(files["valid"]), *flags]
+    assert main(data) == 0 and main([*data, "--dropout", "0.3"]) == 0
+    assert main([*data, "--init", "scratch"]) == 0
+    assert seen == [[0.1], [0.3], [0.1]]
 
 
 def test_finetuning_learns_a_separable_task(env, capsys):
@@ -513,6 +533,7 @@ class Payload:
 
 BAD_INPUT_CASES = [  # (arguments, exit code, what the line must name); {train} etc. are bad_inputs' files
     (["--train", "{tmp}/nope.tsv"], 1, ["nope.tsv: no such file"]),
+    (["--train", "{train}", "--dropout", "1"], 2, ["--dropout must be in [0, 1), got 1.0"]),
     (["--train", "{train}", "--valid", "{empty}"], 1, ["empty.tsv", "no examples"]),
     (["--train", "{train}", "--test", "{unseen}"], 1, ["unseen.tsv:6", "unknown label 'neutral'"]),
     (["--train", "{nolabel}"], 1, ["nolabel.tsv", "stars"]),

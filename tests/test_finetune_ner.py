@@ -161,6 +161,7 @@ BAD = [  # (arguments, exit code, what the one line must name)
     (["--train", "{train}", "--init", "{tmp}/nosuchrun"], 1, "nosuchrun: not a checkpoint directory"),
     (["--train", "{train}", "--run-name", "../x"], 2, "a run name is one folder name"),
     (["--train", "{train}", "--epochs", "0"], 2, "--epochs must be positive, got 0"),
+    (["--train", "{train}", "--dropout", "-0.1"], 2, "--dropout must be in [0, 1), got -0.1"),
     (["--train", "{train}", "--scheme", "XYZ"], 2, "invalid choice: 'XYZ'"),
     (["--train", "{train}", "--stride", "0"], 2, "--stride in [1, --max-length - 2]"),
     (["predict", "--model", "{tmp}/nosuch", "hi"], 1, "nosuch: no such folder"),
