@@ -108,6 +108,28 @@ def test_fine_tunes_logs_saves_and_predicts(env, capsys):
     assert all(text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1 for e in found)
 
 
+def test_compare_trains_the_pretrained_model_and_its_scratch_baseline_side_by_side(env, capsys):
+    tmp_path, files, flags = env
+    assert finetune_ner.main(["--train", files["train"], "--valid", files["valid"], "--test", files["test"],
+                              "--compare", "--epochs", "1", *flags]) == 0
+    out = capsys.readouterr().out
+    (run,) = run_dirs(tmp_path)
+    assert "init: the pretrained encoder of " in out and "init: random init (the size of " in out
+    results = json.loads((run / "results.json").read_text())
+    p, r = results["pretrained"], results["scratch"]
+    assert results["difference"]["f1"] == pytest.approx(p["f1"] - r["f1"])
+    assert p["init"].startswith("the pretrained encoder") and r["init"].startswith("random init")
+    assert re.search(r"entity f1 +" + r" +".join(re.escape(f"{x:{f}}") for x, f in
+                                                 ((p["f1"], ".4f"), (r["f1"], ".4f"), (p["f1"] - r["f1"], "+.4f"))), out)
+    for name in ("pretrained", "scratch"):  # sibling TensorBoard runs, each with its model
+        assert (run / name / "model" / "labels.json").is_file() and list((run / name).glob("events.out.tfevents.*"))
+    # the baseline is the pretrained model's size, with its vocabulary
+    pre, base = (json.loads((run / n / "model" / "config.json").read_text()) for n in ("pretrained", "scratch"))
+    assert {k: pre[k] for k in ("hidden_size", "num_hidden_layers", "vocab_size")} == \
+        {k: base[k] for k in ("hidden_size", "num_hidden_layers", "vocab_size")}
+    assert (run / "pretrained" / "model" / "vocab.txt").read_text() == (run / "scratch" / "model" / "vocab.txt").read_text()
+
+
 def test_a_sentence_of_ten_thousand_words_is_read_in_windows_not_cut(env, capsys):
     tmp_path, files, flags = env
     long = (["ann", "met", "bob", "in", "rome"] * 2000, ["B-PER", "O", "B-PER", "O", "B-LOC"] * 2000)
