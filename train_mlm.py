@@ -649,7 +649,7 @@ def settings_problem(v: dict) -> str | None:
         value, flag = v.get(action.dest), (action.option_strings or [action.dest])[-1]
         if value is None or action.dest == "help":
             continue
-        if isinstance(action, argparse._StoreTrueAction):
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             ok, kind = isinstance(value, bool), "true or false"
         elif action.nargs == "+":
             ok = isinstance(value, list) and len(value) > 0 and all(isinstance(x, str) for x in value)
@@ -930,15 +930,19 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--valid-fraction", type=float, default=0.05, help="share of documents held out for eval")
     g.add_argument("--seq-len", type=int, default=64,
                    help="max_seq_length: tokens per sequence (BERT: 128, then 512; 64 gives a short run twice "
-                        "the NSP pairs per step, see docs/pretraining.md)")
+                        "the sequences per step, see docs/pretraining.md)")
     g.add_argument("--max-predictions", type=int,
                    help="max_predictions_per_seq (default: --mask-prob x --seq-len, rounded up: 16 at the defaults; "
                         "BERT's 20 at 0.15 x 128)")
     g.add_argument("--mask-prob", type=float, default=0.25,
                    help="masked_lm_prob (BERT: 0.15); 0.25 transfers better in a short run, see docs/pretraining.md")
     g.add_argument("--short-seq-prob", type=float, default=0.1, help="share of shorter sequences")
-    g.add_argument("--no-nsp", action="store_true",
-                   help="drop next sentence prediction: single segments, MLM loss only (as RoBERTa)")
+    g.add_argument("--nsp", dest="no_nsp", action="store_false", default=True,
+                   help="next sentence prediction too, as BERT: [CLS] A [SEP] B [SEP] pairs, B from another document "
+                        "half the time (default: MLM only, on single segments of whole sentences, as RoBERTa; it "
+                        "transfers far better in a short run, see docs/fine-tuning.md)")
+    g.add_argument("--no-nsp", dest="no_nsp", action="store_true", default=True,
+                   help="MLM only (default: this; kept for the commands of earlier runs)")
     g.add_argument("--whole-word-masking", action="store_true", help="mask all pieces of a word together")
     g.add_argument("--shuffle-buffer", type=int, default=10000,
                    help="instances shuffled together: the stream is made per document, in a shuffled "

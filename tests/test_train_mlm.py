@@ -41,10 +41,16 @@ def test_max_predictions_follows_seq_len_unless_given():
     assert train_mlm.parse_args(["--seq-len", "512", "--max-predictions", "80"]).max_predictions == 80
 
 
+def test_mlm_only_is_the_default_and_nsp_is_a_flag():
+    assert train_mlm.parse_args([]).no_nsp is True  # measured better in a short run: docs/fine-tuning.md
+    assert train_mlm.parse_args(["--nsp"]).no_nsp is False and train_mlm.parse_args(["--no-nsp"]).no_nsp is True
+    assert "no_nsp" in train_mlm.parse_args(["--nsp"]).given and "no_nsp" not in train_mlm.parse_args([]).given
+
+
 def test_end_to_end_logs_checkpoints_and_export(run, capsys):
     transformers = pytest.importorskip("transformers")
     code, run_dir = run("--steps", "12", "--eval-interval", "6", "--viz-interval", "6", "--save-interval", "4",
-                        "--keep-last", "2", "--warmup", "3", "--decay", "0.5")
+                        "--keep-last", "2", "--warmup", "3", "--decay", "0.5", "--nsp")
     out = capsys.readouterr().out
     assert code == 0
     assert "unigram baseline" in out and "valid NSP accuracy" in out
@@ -276,7 +282,7 @@ def test_output_to_a_file_gets_plain_lines_not_a_bar(corpus, tmp_path):
 @pytest.mark.parametrize("head,value", [("mlm_loss", "inf"), ("nsp_loss", "nan"), ("nsp_loss", "inf")])
 def test_non_finite_mlm_or_nsp_loss_stops_without_overwriting_checkpoints(run, monkeypatch, capsys, head, value):
     break_loss_at(monkeypatch, 3, head, lambda loss: loss + float(value))
-    code, run_dir = run("--steps", "6", "--save-interval", "2", "--eval-interval", "2", "--viz-interval", "0")
+    code, run_dir = run("--steps", "6", "--save-interval", "2", "--eval-interval", "2", "--viz-interval", "0", "--nsp")
     assert code == 3
     assert f"loss is {value} at step 3" in capsys.readouterr().err
     assert sorted(os.listdir(run_dir / "checkpoints")) == ["best.pt", "step_0000002.pt"]
@@ -531,7 +537,7 @@ def test_the_eta_is_smoothed_and_each_evaluation_says_the_valid_loss(run, monkey
     monkeypatch.setattr(train_mlm, "forward_backward", loaded_forward_backward)
     monkeypatch.setattr(train_mlm.time, "perf_counter", lambda: clock["now"])
     monkeypatch.setattr(train_mlm, "measure_peak_flops", lambda *args: 1e12)
-    code, _ = run("--steps", "60", "--log-interval", "3", "--eval-interval", "20", "--viz-interval", "0")
+    code, _ = run("--steps", "60", "--log-interval", "3", "--eval-interval", "20", "--viz-interval", "0", "--nsp")
     out = capsys.readouterr().out
     assert code == 0
     lines = [(int(m[1]), int(m[2]) * 3600 + int(m[3]) * 60 + int(m[4]))
