@@ -112,6 +112,6 @@ def run_predict(argv: list[str], parser: argparse.ArgumentParser, command: Calla
                 bad_input: tuple[type[Exception], ...]) -> int:
     """`<script> predict ...`: the fine-tuning scripts' shared second command, its flags checked alike."""
     args = parser.parse_args(argv)
-    if args.max_length < 4 or args.batch_size <= 0:
+    if args.max_length is not None and args.max_length < 4 or args.batch_size <= 0:
         parser.error("--max-length must be at least 4 and --batch-size positive")
     return run_cli(lambda: command(args), bad_input=bad_input)

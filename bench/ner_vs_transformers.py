@@ -57,7 +57,7 @@ def reference_run(s: Settings, seed: int) -> dict:
     tokenizer = load_tokenizer(s.init)
     hf = transformers.BertForTokenClassification.from_pretrained(s.init, num_labels=len(labels))
     model = Reference(hf)
-    max_length = min(s.max_length, hf.config.max_position_embeddings)
+    max_length = finetune_ner.window_length(s.max_length, s.init, hf.config)
     label_ids = {label: i for i, label in enumerate(labels)}
     (train, _), (valid, _), (test, _) = (ner.windows(x, tokenizer, label_ids, max_length, s.stride)
                                          for x in (task.train, task.valid, task.test))

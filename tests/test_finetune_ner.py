@@ -137,7 +137,30 @@ def test_a_sentence_of_ten_thousand_words_is_read_in_windows_not_cut(env, capsys
     assert finetune_ner.main(["--train", train, "--valid", files["valid"], "--epochs", "1", "--max-length", "32",
                               *flags]) == 0
     out = capsys.readouterr().out
-    assert "note: 1 sentences longer than --max-length 32 word pieces are read in overlapping windows" in out
+    assert "note: 1 sentences longer than windows of 32 word pieces are read in overlapping windows" in out
+
+
+def test_windows_are_the_length_the_model_was_pretrained_at_and_predict_reads_with_them(env, capsys, monkeypatch):
+    """A train_mlm.py export says its --seq-len (model_max_length): the windows take it, for the scratch baseline
+    too, the model saves it, and predict reads with it; --max-length overrides."""
+    tmp_path, files, flags = env
+    settings = tmp_path / "runs" / "pre" / "final" / "tokenizer_config.json"
+    settings.write_text(json.dumps({"do_lower_case": True, "model_max_length": 12}))
+    seen, windows = [], finetune_ner.ner.windows
+    monkeypatch.setattr(finetune_ner.ner, "windows",
+                        lambda x, tok, ids, n, *rest: seen.append(n) or windows(x, tok, ids, n, *rest))
+    assert finetune_ner.main(["--train", files["train"], "--valid", files["valid"], "--compare", "--epochs", "1",
+                              *flags]) == 0
+    assert set(seen) == {12}
+    (run,) = run_dirs(tmp_path)
+    for name in ("pretrained", "scratch"):
+        assert json.loads((run / name / "model" / "tokenizer_config.json").read_text())["model_max_length"] == 12
+    seen.clear()
+    assert finetune_ner.main(["predict", "--model", str(run / "pretrained"), "ann met bob"]) == 0
+    assert seen == [12]
+    seen.clear()
+    assert finetune_ner.main(["--train", files["train"], "--epochs", "1", "--max-length", "20", *flags]) == 0
+    assert set(seen) == {20}
 
 
 def test_viterbi_never_emits_an_i_tag_not_begun_and_argmax_may(env):
