@@ -77,11 +77,11 @@ def main(path: str) -> None:
         print(table(["device", "preset", "vocab", "precision", "ours+compile tok/s", "speedup vs transformers",
                      "MFU"], rows) + "\n")
 
-    rows = [[i["device"], i["recipe"], i["tokens_per_s"], ratio(i.get("speedup_vs_today", 1.0)), pct(i["mfu"])]
+    rows = [[i["device"], i["recipe"], i["tokens_per_s"], ratio(i.get("speedup_vs_before", 1.0)), pct(i["mfu"])]
             for i in groups["recipe"]]
     if rows:
         print("### The default pretraining step (tiny, vocab 8192, 48 x 64 tokens, 16 predictions) by recipe\n")
-        print(table(["device", "recipe", "tok/s", "speedup vs today", "MFU"], rows) + "\n")
+        print(table(["device", "recipe", "tok/s", "speedup vs before", "MFU"], rows) + "\n")
 
     rows = []
     for (device, dtype, pass_, T), d in pairs(groups["attention"], ("device", "dtype", "pass_", "seq_len"),
