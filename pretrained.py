@@ -147,8 +147,8 @@ def initial_model(s: Settings, init: str, train_texts: list[str], labels: LabelM
     checkpoint `baseline_of`, when it is the baseline of a comparison). model_class: a classifier of
     sequences (finetune_cls.py) or of tokens (finetune_ner.py)."""
     id2label = dict(enumerate(labels.labels))
-    # --dropout, whatever the checkpoint was pretrained with: a run pretrained without dropout still
-    # fine-tunes with BERT's 0.1, which a few labels need (docs/fine-tuning.md)
+    # --dropout, whatever the checkpoint was pretrained with: a model pretrained without dropout and
+    # fine-tuned without it did worse with 16 labels per class (docs/fine-tuning.md)
     dropout = {"hidden_dropout_prob": s.dropout, "attention_probs_dropout_prob": s.dropout}
     if init == "scratch":
         tokenizer, vocab_note = scratch_vocab(s, train_texts, baseline_of)
