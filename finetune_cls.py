@@ -57,7 +57,8 @@ from pretrained import (check_vocab, checkpoint_dir, choose_init, default_lr, in
 from tasks import GLUE_BASE_URL, GLUE_TASKS, Task, load_task, per_class_subset
 from token_cache import default_cache_dir
 from tokenization import BertTokenizer, decode_text, vocab_size_problem
-from training import Settings, StopSignal, Trainer, check_precision, seed_everything, setup_device
+from training import (Settings, StopSignal, Trainer, check_precision, fine_tuning_problem, seed_everything,
+                      setup_device)
 from visuals import log_projector, log_settings, log_validation, summary_writer
 
 METRICS = {"acc": "accuracy", "f1": "macro-F1", "mcc": "MCC"}
@@ -649,21 +650,11 @@ def check_train_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
     problem = not_positive(vars(args), ("epochs", "batch_size", "max_length", "log_interval", "vocab_size"))
     if problem:
         p.error(problem)
-    if not 0 < args.valid_fraction < 1 or not 0 <= args.warmup < 1:
-        p.error("--valid-fraction must be in (0, 1) and --warmup in [0, 1)")
     if args.max_length < 4:
         p.error(f"--max-length must be at least 4 ([CLS], [SEP] and room for text), got {args.max_length}")
-    if args.lr is not None and not 0 < args.lr < math.inf:
-        p.error(f"--lr must be positive, got {args.lr}")
-    if not 0 <= args.dropout < 1:
-        p.error(f"--dropout must be in [0, 1), got {args.dropout}")
-    if not 0 < args.clip < math.inf or not 0 <= args.weight_decay < math.inf:
-        p.error(f"--clip must be positive and --weight-decay not negative, got {args.clip} and {args.weight_decay}")
-    for seed in [args.seed, *(args.seeds or [])]:
-        if not 0 <= seed < 2 ** 32:
-            p.error(f"--seed and --seeds must be in [0, 2^32), got {seed}")
-    if (args.valid or args.test) and not args.train:
-        p.error("--valid and --test need --train")
+    problem = fine_tuning_problem(vars(args))
+    if problem:
+        p.error(problem)
     for n in args.per_class or []:
         if n != "all" and (not n.isdigit() or int(n) <= 0):
             p.error(f"--per-class takes positive numbers or 'all', got {n}")

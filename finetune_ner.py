@@ -48,7 +48,8 @@ from pretrained import (checkpoint_dir, check_vocab, choose_init, default_lr, in
                         newest_pretrained, tokenizer_settings, warn_if_misread)
 from token_cache import default_cache_dir
 from tokenization import BertTokenizer, decode_text, vocab_size_problem
-from training import Settings, StopSignal, Trainer, check_precision, seed_everything, setup_device
+from training import (Settings, StopSignal, Trainer, check_precision, fine_tuning_problem, seed_everything,
+                      setup_device)
 from visuals import confusion_image, log_settings, summary_writer
 
 
@@ -430,15 +431,9 @@ def check_train_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
     if args.max_length is not None and args.max_length < 4 or args.stride is not None and \
             not 0 < args.stride <= (args.max_length or WINDOW) - 2:
         p.error("--max-length must be at least 4 and --stride in [1, --max-length - 2]")
-    if not 0 < args.valid_fraction < 1 or not 0 <= args.warmup < 1:
-        p.error("--valid-fraction must be in (0, 1) and --warmup in [0, 1)")
-    if args.lr is not None and not 0 < args.lr < math.inf or not 0 < args.clip < math.inf \
-            or not 0 <= args.weight_decay < math.inf or not 0 <= args.seed < 2 ** 32:
-        p.error("--lr and --clip must be positive, --weight-decay not negative, --seed in [0, 2^32)")
-    if not 0 <= args.dropout < 1:
-        p.error(f"--dropout must be in [0, 1), got {args.dropout}")
-    if (args.valid or args.test) and not args.train:
-        p.error("--valid and --test need --train")
+    problem = fine_tuning_problem(vars(args))
+    if problem:
+        p.error(problem)
     if args.vocab and args.init != "scratch":
         p.error("--vocab is for --init scratch: a checkpoint brings its own vocab.txt")
 

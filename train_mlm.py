@@ -43,7 +43,7 @@ from model import (BertConfig, BertForPreTraining, CheckpointError, PRESETS, act
                    first_line, pretraining_flops_per_sequence)
 from token_cache import TOO_FEW_DOCUMENTS, add_corpus_flags, holds_prepared, prepare_pretraining_corpus
 from tokenization import vocab_size_problem
-from training import (PRECISION_DTYPES, Settings, StopSignal, Timer, autocast_for, check_precision,
+from training import (PRECISION_DTYPES, Settings, StopSignal, Timer, agreed_max, autocast_for, check_precision,
                       device_memory, lr_lambda, make_optimizer, measure_peak_flops, seed_everything, setup_device,
                       sync)
 from visuals import (custom_scalars_layout, log_embeddings, log_eval, log_gradients, log_probes, log_settings,
@@ -254,7 +254,7 @@ class TrainLog:
             eta = int((self.s.steps - step) * self.step_time / (1 - self.SMOOTHING ** self.windows))
             print(f"step {step}/{self.s.steps}: loss {scalars['Loss/train']:.4f}, lr {lr:.2e}, "
                   f"{scalars['Perf/tokens_per_sec']:,.0f} tok/s, mfu {scalars['Perf/mfu']:.1%}, "
-                  f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}", flush=True)
+                  f"ETA {clock(eta)}", flush=True)
         self.window = self._empty()
 
     def evaluation(self, step: int, m: dict) -> None:
@@ -519,15 +519,6 @@ def time_steps(model, batches: Prefetcher, optimizer, scaler, autocast, s: Setti
         optimizer.zero_grad(set_to_none=True)
     sync(device)
     return (time.perf_counter() - t0) / n
-
-
-def agreed_max(value: float, device: torch.device) -> float:
-    """The largest of every process's value (itself, in one process): what all ranks then act on alike."""
-    if not dist.is_initialized():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.item()
 
 
 def clock(seconds: float) -> str:

@@ -47,6 +47,25 @@ class Settings:
         return dict(self.__dict__)
 
 
+def fine_tuning_problem(v: dict) -> str | None:
+    """What is wrong with the flags both fine-tuning scripts share (finetune_cls.py, finetune_ner.py), as the
+    flag would say it; None when nothing is."""
+    if not 0 < v["valid_fraction"] < 1 or not 0 <= v["warmup"] < 1:
+        return "--valid-fraction must be in (0, 1) and --warmup in [0, 1)"
+    if v["lr"] is not None and not 0 < v["lr"] < math.inf:
+        return f"--lr must be positive, got {v['lr']}"
+    if not 0 <= v["dropout"] < 1:
+        return f"--dropout must be in [0, 1), got {v['dropout']}"
+    if not 0 < v["clip"] < math.inf or not 0 <= v["weight_decay"] < math.inf:
+        return f"--clip must be positive and --weight-decay not negative, got {v['clip']} and {v['weight_decay']}"
+    for seed in [v["seed"], *(v.get("seeds") or [])]:
+        if not 0 <= seed < 2 ** 32:
+            return f"--seed{' and --seeds' if 'seeds' in v else ''} must be in [0, 2^32), got {seed}"
+    if (v["valid"] or v["test"]) and not v["train"]:
+        return "--valid and --test need --train"
+    return None
+
+
 # ----------------------------------------------------------------------------- device, precision, optimizer
 
 
@@ -271,7 +290,13 @@ class StopSignal:
 
     def agreed(self, device: torch.device) -> int:
         """The signal any process received (0: none): under DDP every rank stops at the same step."""
-        stopping = torch.tensor([self.signum], device=device)
-        if dist.is_initialized():
-            dist.all_reduce(stopping, op=dist.ReduceOp.MAX)
-        return int(stopping.item())
+        return int(agreed_max(self.signum, device))
+
+
+def agreed_max(value: float, device: torch.device) -> float:
+    """The largest of every process's value (itself, in one process): what all ranks then act on alike."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()
