@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model import (BertConfig, BertForPreTraining, BertForSequenceClassification, BertForTokenClassification,
-                   BertModel, CheckpointError, pretraining_flops_per_sequence)
+                   BertModel, BertSelfAttention, CheckpointError, dropout, pretraining_flops_per_sequence)
 
 transformers = pytest.importorskip("transformers")
 
@@ -355,6 +355,54 @@ def test_classifier_overfits_and_dropout_is_active_in_training():
         loss.backward()
         opt.step()
     assert loss.item() < first / 10
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_cpu_dropout_zeroes_a_fraction_p_and_scales_the_rest_as_torch_does(p):
+    """model.dropout's mask (two 15-bit uniforms per 31-bit draw) against the rates and scale of F.dropout."""
+    torch.manual_seed(0)
+    n = 1_000_001  # odd: the last draw's second half is cut off
+    y = dropout(torch.ones(n), p, True)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - round(p * 32768) / 32768) < 5 * math.sqrt(p * (1 - p) / n)  # 5 sigma
+    kept = y[y != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / (1 - p)))
+    # The two halves of a draw are independent: no correlation between neighbouring elements' masks.
+    a, b = (y[:-1] == 0).float(), (y[1:] == 0).float()
+    assert abs((a * b).mean().item() - dropped ** 2) < 5 * math.sqrt(p * p / n)
+    m = (n + 1) // 2  # element i and element m + i come from the same draw
+    same_draw = (y[:n - m] == 0).float() * (y[m:] == 0).float()
+    assert abs(same_draw.mean().item() - dropped ** 2) < 5 * math.sqrt(p * p / n)
+
+
+def test_cpu_dropout_gradient_seed_dtype_and_identities():
+    x = torch.randn(4, 6, 8, requires_grad=True)
+    torch.manual_seed(1)
+    y = dropout(x, 0.3, True)
+    y.sum().backward()
+    assert torch.equal(x.grad, (y != 0).float() / 0.7)  # the gradient goes through the kept elements, scaled
+    torch.manual_seed(1)
+    assert torch.equal(dropout(x, 0.3, True), y)  # drawn from torch's generator: seeded runs repeat
+    assert not torch.equal(dropout(x, 0.3, True), y)
+    assert dropout(x, 0.3, False) is x and dropout(x, 0.0, True) is x
+    assert torch.equal(dropout(x, 1.0, True), torch.zeros_like(x))
+    assert dropout(x.detach().bfloat16(), 0.3, True).dtype == torch.bfloat16  # autocast's dtype kept
+
+
+def test_attention_takes_the_explicit_path_for_dropout_on_cpu_and_it_equals_the_fused_kernel():
+    """In training with attention dropout the CPU path forms the probabilities itself (to use dropout()); with
+    a dropout that keeps everything (p below 1/65536 rounds to no drops) it must equal the fused kernel."""
+    torch.manual_seed(3)
+    config = BertConfig(**SMALL, attention_probs_dropout_prob=1e-6)
+    attention = BertSelfAttention(config)
+    x = torch.randn(3, 12, 32)
+    mask = torch.ones(3, 1, 1, 12, dtype=torch.bool)
+    mask[1, ..., 8:] = False
+    explicit = attention.train()(x, mask)[0]
+    fused = attention.eval()(x, mask)[0]
+    assert max_err(explicit, fused / (1 - 1e-6)) < 1e-5
+    attention.dropout_p = 0.5
+    assert max_err(attention.train()(x, mask)[0], fused) > 1e-2  # and it does drop when p is real
 
 
 def test_flops_formula_counts_masked_positions_only():
