@@ -74,21 +74,25 @@ def peak_memory(fn, device: str) -> int:
 
 
 def pretraining_batch(batch_size: int, seq_len: int, max_predictions: int, vocab_size: int,
-                      device: str = "cpu", seed: int = 0) -> dict[str, torch.Tensor]:
+                      device: str = "cpu", seed: int = 0, masked_lm_prob: float = 0.15,
+                      full_rows: bool = False) -> dict[str, torch.Tensor]:
     """A random batch shaped like data.py's: [CLS] A [SEP] B [SEP] with right padding (lengths
-    from half to full), 15% of the real tokens masked (at most max_predictions, padded slots
-    have weight 0), and random next-sentence labels."""
+    from half to full; every row full with full_rows, as train_mlm.py's packed MLM-only sequences),
+    masked_lm_prob of the real tokens masked (at most max_predictions, padded slots have weight 0),
+    and random next-sentence labels."""
     g = torch.Generator().manual_seed(seed)
     B, T, P = batch_size, seq_len, max_predictions
     lengths = torch.randint(T // 2, T + 1, (B,), generator=g)
     lengths[0] = T  # one full row, as in a real batch
+    if full_rows:
+        lengths[:] = T
     real = torch.arange(T)[None] < lengths[:, None]
     input_ids = torch.randint(5, vocab_size, (B, T), generator=g) * real
     token_type_ids = (torch.arange(T)[None] >= (lengths[:, None] // 2)) & real
     positions = torch.zeros(B, P, dtype=torch.long)
     weights = torch.zeros(B, P)
     for i, n in enumerate(lengths.tolist()):
-        k = min(P, max(1, round(0.15 * n)))
+        k = min(P, max(1, round(masked_lm_prob * n)))
         positions[i, :k] = (torch.randperm(n - 1, generator=g)[:k] + 1).sort().values  # never [CLS]
         weights[i, :k] = 1
     batch = dict(input_ids=input_ids, token_type_ids=token_type_ids.long(), attention_mask=real.long(),
