@@ -6,12 +6,14 @@ token types, tanh pooler, MLM head tied to the word embeddings and an NSP head. 
 names follow the Hugging Face layout (itself a transcription of Google's TF names), so real
 BERT checkpoints load with `from_pretrained` and what we train loads in `transformers`.
 
-Two choices make it fast:
+Three choices make it fast:
 - attention goes through F.scaled_dot_product_attention (a fused kernel: flash / memory-efficient
-  on CUDA, a blocked kernel on CPU);
+  on CUDA, a blocked kernel on CPU), except to return the probabilities or, on CPU, to apply
+  dropout() below to them in training (where SDPA's CPU kernel takes the same explicit steps);
 - the MLM head runs only at the masked positions (`masked_lm_positions`, padded to
   `max_predictions_per_seq`), as in Google's `run_pretraining.py`: the vocabulary projection is
-  by far the largest matmul of a small BERT, and most positions are not predicted.
+  by far the largest matmul of a small BERT, and most positions are not predicted;
+- on CPU, dropout() draws its mask from half the random numbers torch's own does.
 """
 
 from __future__ import annotations
