@@ -29,6 +29,9 @@ from model import BertForPreTraining  # noqa: E402
 def main(argv: list[str]) -> None:
     folders = [a for a in argv if os.path.isdir(a) and os.path.isfile(os.path.join(a, "config.json"))]
     flags = [a for a in argv if a not in folders]
+    if not folders:
+        sys.exit("usage: python bench/mlm_accuracy.py MODEL_FOLDER... [--mask-prob P] [train_mlm.py's corpus flags]\n"
+                 "(a model folder holds config.json, e.g. runs/<run>/final)")
     mask_prob = 0.15
     if "--mask-prob" in flags:
         mask_prob = float(flags[flags.index("--mask-prob") + 1])
