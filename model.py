@@ -183,9 +183,10 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
     torch's CPU dropout draws one Bernoulli variate per element from its Mersenne twister (`bernoulli_`),
     the largest cost of a small BERT's training step after the matmuls (issue 20's profile: 18% of the
-    default pretraining step when it had dropout 0.1). Here one 31-bit draw (`random_`) gives two independent 15-bit uniforms,
-    each compared with p: half the draws, and the compare and scale vectorised. p is then a multiple of
-    1/32768 (0.1 becomes 0.100006). CUDA's fused kernel is already cheap and is used as it is."""
+    default pretraining step when it had dropout 0.1). Here one 31-bit draw (`random_`) gives two
+    independent 15-bit uniforms, each compared with p: half the draws, and the compare and scale
+    vectorised. p is then a multiple of 1/32768 (0.1 becomes 0.100006). CUDA's fused kernel is already
+    cheap and is used as it is."""
     if not training or p == 0.0 or x.device.type != "cpu":
         return F.dropout(x, p, training)
     if p == 1.0:
