@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
+import time
+from typing import Callable
 
 import pytest
 import torch
@@ -40,6 +43,26 @@ def best(benchmark) -> float | None:
     if benchmark.enabled:
         return benchmark.stats.stats.min if benchmark.stats else None
     return getattr(benchmark, "smoke_seconds", None)
+
+
+def alternated(benchmark, fns: dict[str, Callable[[], None]], rounds: int, warmup_rounds: int,
+               device: str = "cpu") -> dict[str, float] | None:
+    """Median seconds of each of fns, called one after the other in every round, so that a shared
+    machine's drift (+-20% within minutes on this project's 2-core machine) slows them alike and their ratio
+    holds; the benchmark times the whole round. None when the benchmark ran nothing (best() says so).
+    In the smoke run each is called once, and its one time is the 'median'."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+
+    def round_():
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    benchmark.pedantic(round_, rounds=rounds, warmup_rounds=warmup_rounds)
+    if best(benchmark) is None:
+        return None
+    return {name: statistics.median(t[-rounds:]) for name, t in times.items()}  # the warmup rounds left out
 
 
 def peak_flops(device: str, dtype: str) -> float:

@@ -5,16 +5,15 @@ inference in sentences/s, with three ways to batch them:
 - bucketed: sentences of similar length batched together first, so there is little padding at all.
 """
 
+import functools
 import random
-import statistics
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import data
-from bench_common import best, smoke_only
+from bench_common import alternated, best, smoke_only
 from model import BertConfig, BertForSequenceClassification
 
 BATCH, MAX_LEN, EXAMPLES = 32, 128, 128
@@ -104,7 +103,6 @@ def test_token_classification(benchmark, encoded):
     hf = transformers.BertForTokenClassification(transformers.BertConfig(**config.to_hf_dict(), attn_implementation="sdpa"))
     hf.load_state_dict({k: v for k, v in ours.state_dict().items() if "pooler" not in k}, strict=False)
     forwards = {"transformers": (hf, lambda batch: hf(**batch).loss), "ours": (ours, lambda batch: ours(**batch)[0])}
-    times: dict[str, list[float]] = {name: [] for name in forwards}
 
     def train_epoch(model, forward, optimizer):
         model.train()
@@ -113,18 +111,13 @@ def test_token_classification(benchmark, encoded):
             forward(batch).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=2e-5, fused=True) for name, (model, _) in forwards.items()}
-
-    def pair():
-        for name, (model, forward) in forwards.items():
-            t0 = time.perf_counter()
-            train_epoch(model, forward, optimizers[name])
-            times[name].append(time.perf_counter() - t0)
+    epochs = {name: functools.partial(train_epoch, model, forward, torch.optim.AdamW(model.parameters(), lr=2e-5,
+                                                                                    fused=True))
+              for name, (model, forward) in forwards.items()}
     benchmark.group = "finetune"
-    benchmark.pedantic(pair, rounds=5, warmup_rounds=1)
-    if best(benchmark) is None:
+    median = alternated(benchmark, epochs, rounds=5, warmup_rounds=1)
+    if median is None:
         return
-    median = {name: statistics.median(t[-5:]) for name, t in times.items()}
     benchmark.extra_info.update(mode="train", padding="token-classification", preset="mini",
                                 samples_per_s=len(tagged) / median["ours"],
                                 transformers_samples_per_s=len(tagged) / median["transformers"],

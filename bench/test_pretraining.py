@@ -8,13 +8,12 @@ the speed ratio; MFU counts the useful FLOPs (the MLM decoder at the masked posi
 the matmul peak measured on this machine.
 """
 
-import statistics
 import time
 
 import pytest
 import torch
 
-from bench_common import (DEVICES, best, hf_pretraining_batch, peak_flops, pretraining_batch,
+from bench_common import (DEVICES, alternated, best, hf_pretraining_batch, peak_flops, pretraining_batch,
                           smoke_only, supports_bf16, sync)
 import model as model_module
 from model import BertConfig, BertForPreTraining, pretraining_flops_per_sequence
@@ -196,23 +195,15 @@ def test_default_recipe_step(benchmark, recipe, device):
     """Each round takes a step of the earlier default, then a step of this recipe, so that a shared machine's
     drift (here +-20% within minutes) slows both alike; the speedup is the ratio of their medians. Dropout off
     draws no random numbers (torch skips the mask at p=0); MLM only drops the NSP loss."""
-    before, step = recipe_step(BEFORE, device), recipe_step(recipe, device)
-    times = {"before": [], "recipe": []}
-
-    def pair():
-        for name, fn in (("before", before), ("recipe", step)):
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
     benchmark.group = "recipe"
-    benchmark.pedantic(pair, rounds=12, warmup_rounds=2)
-    if best(benchmark) is None:
+    median = alternated(benchmark, {"before": recipe_step(BEFORE, device), "recipe": recipe_step(recipe, device)},
+                        rounds=12, warmup_rounds=2, device=device)
+    if median is None:
         return
-    seconds = statistics.median(times["recipe"][-12:])
+    seconds = median["recipe"]
     shape = DEFAULT_SHAPE
     config = BertConfig.from_preset("tiny", vocab_size=shape["vocab"])
     flops = pretraining_flops_per_sequence(config, shape["seq"], shape["predictions"]) * shape["batch"]
     benchmark.extra_info.update(device=device, recipe=recipe, tokens_per_s=shape["batch"] * shape["seq"] / seconds,
                                 mfu=flops / seconds / peak_flops(device, "fp32"),
-                                speedup_vs_before=statistics.median(times["before"][-12:]) / seconds)
+                                speedup_vs_before=median["before"] / seconds)
