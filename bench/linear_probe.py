@@ -1,0 +1,125 @@
+"""Linear probes of frozen encoders: how much of a classification task a model's features already hold.
+
+    python bench/linear_probe.py runs/a/final runs/b/final random --train T --valid V --test X \
+        [--per-class 16 64 all] [--seeds 1 2 3] [--max-length 64]
+
+Fine-tuning changes every weight, so it cannot say what pretraining put where. Here the encoder stays as
+it is: each text is encoded once, and two features are read from the last layer, the `[CLS]` vector
+(what finetune_cls.py's classifier reads, through the pooler) and the mean of the token vectors. A
+multinomial logistic regression on the standardised features is fitted to `--per-class` train examples
+(the same stratified subsets as finetune_cls.py's `--per-class` with the same seed), its L2 weight
+chosen on valid from a grid, and scored on test. `random` stands for an encoder of the first folder's
+size, randomly initialised (the scratch baseline's starting point), read with that folder's vocabulary.
+Prints one line per model and feature: test accuracy at each label count, mean over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from data import read_classification_file  # noqa: E402
+from model import BertConfig, BertModel  # noqa: E402
+from pretrained import load_tokenizer, read_json  # noqa: E402
+from tasks import per_class_subset  # noqa: E402
+
+WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+@torch.no_grad()
+def features(model: BertModel, tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """([CLS] vectors, mean token vectors) of the last layer, one row per text."""
+    model.eval()
+    cls, mean = [], []
+    for start in range(0, len(texts), 256):
+        ids = [tokenizer.encode(t, max_length=max_length)["input_ids"] for t in texts[start:start + 256]]
+        x = torch.full((len(ids), max(map(len, ids))), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(x)
+        for i, row in enumerate(ids):
+            x[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
+        hidden = model(x, attention_mask=mask)[0]
+        cls.append(hidden[:, 0])
+        m = mask[..., None].to(hidden.dtype)
+        mean.append((hidden * m).sum(1) / m.sum(1))
+    return torch.cat(cls), torch.cat(mean)
+
+
+def probe(train: tuple[torch.Tensor, torch.Tensor], valid: tuple[torch.Tensor, torch.Tensor],
+          test: tuple[torch.Tensor, torch.Tensor], n_classes: int) -> float:
+    """Test accuracy of the logistic regression whose weight decay scores best on valid."""
+    (x, y), mu = train, train[0].mean(0)
+    sd = x.std(0) + 1e-6 if len(x) > 1 else torch.ones_like(mu)
+    z = lambda a: (a - mu) / sd
+    best_valid, best_test = -1.0, 0.0
+    for wd in WEIGHT_DECAYS:
+        w = torch.zeros(x.size(1), n_classes, requires_grad=True)
+        b = torch.zeros(n_classes, requires_grad=True)
+        optimizer = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = F.cross_entropy(z(x) @ w + b, y) + wd * (w * w).sum()
+            loss.backward()
+            return loss
+        optimizer.step(closure)
+        with torch.no_grad():
+            acc = lambda split: ((z(split[0]) @ w + b).argmax(1) == split[1]).float().mean().item()
+            if acc(valid) > best_valid:
+                best_valid, best_test = acc(valid), acc(test)
+    return best_test
+
+
+def load_encoder(name: str, first: str) -> BertModel:
+    if name == "random":
+        torch.manual_seed(0)
+        return BertModel(BertConfig.from_hf_dict(read_json(os.path.join(first, "config.json"))))
+    return BertModel.from_pretrained(name)
+
+
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("models", nargs="+", help="model folders (config.json, weights, vocab.txt), or 'random'")
+    p.add_argument("--train", required=True)
+    p.add_argument("--valid", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--per-class", nargs="+", default=["16", "64", "all"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--max-length", type=int, default=64, help="tokens per text, [CLS] and [SEP] included")
+    args = p.parse_args(argv)
+    folders = [m for m in args.models if m != "random"]
+    if not folders:
+        p.error("give at least one model folder (its vocabulary reads the texts, also for 'random')")
+    tokenizer = load_tokenizer(folders[0])
+    splits = {k: read_classification_file(getattr(args, k)) for k in ("train", "valid", "test")}
+    labels = sorted({e.label for e in splits["train"]})
+    position = {id(e): i for i, e in enumerate(splits["train"])}
+    for name in args.models:
+        if name != "random" and load_tokenizer(name).vocab != tokenizer.vocab:
+            print(f"{name}: skipped, its vocabulary is not {folders[0]}'s")
+            continue
+        model = load_encoder(name, folders[0])
+        encoded = {k: features(model, tokenizer, [e.text_a for e in rows], args.max_length) for k, rows in splits.items()}
+        y = {k: torch.tensor([labels.index(e.label) for e in rows]) for k, rows in splits.items()}
+        for f, feature in enumerate(("[CLS]", "mean")):
+            scores = []
+            for n in args.per_class:
+                seeds = args.seeds if n != "all" else args.seeds[:1]  # all labels: the same subset every seed
+                accs = []
+                for seed in seeds:
+                    rows = list(range(len(splits["train"]))) if n == "all" else \
+                        [position[id(e)] for e in per_class_subset(splits["train"], int(n), seed)]
+                    train = (encoded["train"][f][rows], y["train"][rows])
+                    accs.append(probe(train, (encoded["valid"][f], y["valid"]), (encoded["test"][f], y["test"]),
+                                      len(labels)))
+                scores.append(f"{n}: {sum(accs) / len(accs):.3f}")
+            print(f"{name}  {feature:5s}  test acc  " + "  ".join(scores), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
