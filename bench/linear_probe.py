@@ -10,7 +10,8 @@ multinomial logistic regression on the standardised features is fitted to `--per
 (the same stratified subsets as finetune_cls.py's `--per-class` with the same seed), its L2 weight
 chosen on valid from a grid, and scored on test. `random` stands for an encoder of the first folder's
 size, randomly initialised (the scratch baseline's starting point), read with that folder's vocabulary.
-Prints one line per model and feature: test accuracy at each label count, mean over seeds.
+Prints one line per model and feature: test accuracy at each label count, mean over seeds. Single-text
+tasks (the first text column).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def features(model: BertModel, tokenizer, texts: list[str], max_length: int) -> 
 def probe(train: tuple[torch.Tensor, torch.Tensor], valid: tuple[torch.Tensor, torch.Tensor],
           test: tuple[torch.Tensor, torch.Tensor], n_classes: int) -> float:
     """Test accuracy of the logistic regression whose weight decay scores best on valid."""
-    (x, y), mu = train, train[0].mean(0)
+    x, y = train
+    mu = x.mean(0)
     sd = x.std(0) + 1e-6 if len(x) > 1 else torch.ones_like(mu)
     z = lambda a: (a - mu) / sd
     best_valid, best_test = -1.0, 0.0
@@ -83,14 +85,23 @@ def load_encoder(name: str, first: str) -> BertModel:
     return BertModel.from_pretrained(name)
 
 
+def labels_per_class(value: str) -> str:
+    """--per-class: a positive count, or 'all'."""
+    if value != "all" and not (value.isdigit() and int(value) > 0):
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a positive count nor 'all'")
+    return value
+
+
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("models", nargs="+", help="model folders (config.json, weights, vocab.txt), or 'random'")
-    p.add_argument("--train", required=True)
-    p.add_argument("--valid", required=True)
-    p.add_argument("--test", required=True)
-    p.add_argument("--per-class", nargs="+", default=["16", "64", "all"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--train", required=True, help="training file, as finetune_cls.py reads it (one text column)")
+    p.add_argument("--valid", required=True, help="validation file: chooses the probe's weight decay")
+    p.add_argument("--test", required=True, help="test file: the accuracy printed")
+    p.add_argument("--per-class", nargs="+", default=["16", "64", "all"], type=labels_per_class,
+                   help="train examples per class, or 'all' (default: 16 64 all)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3],
+                   help="seeds of the --per-class subsets, finetune_cls.py's (default: 1 2 3)")
     p.add_argument("--max-length", type=int, default=64, help="tokens per text, [CLS] and [SEP] included")
     args = p.parse_args(argv)
     folders = [m for m in args.models if m != "random"]
@@ -111,7 +122,8 @@ def main(argv: list[str]) -> None:
             model = load_encoder(name, folders[0])
         except (CheckpointError, OSError) as e:
             raise SystemExit(f"error: {e}")
-        encoded = {k: features(model, tokenizer, [e.text_a for e in rows], args.max_length) for k, rows in splits.items()}
+        encoded = {k: features(model, tokenizer, [e.text_a for e in rows], args.max_length)
+                   for k, rows in splits.items()}
         y = {k: torch.tensor([labels.index(e.label) for e in rows]) for k, rows in splits.items()}
         for f, feature in enumerate(("[CLS]", "mean")):
             scores = []

