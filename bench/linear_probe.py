@@ -1,6 +1,6 @@
 """Linear probes of frozen encoders: how much of a classification task a model's features already hold.
 
-    python bench/linear_probe.py runs/a/final runs/b/final random --train T --valid V --test X \
+    python bench/linear_probe.py runs/a/final runs/b/final random naive-bayes --train T --valid V --test X \
         [--per-class 16 64 all] [--seeds 1 2 3] [--max-length 64]
 
 Fine-tuning changes every weight, so it cannot say what pretraining put where. Here the encoder stays as
@@ -9,7 +9,9 @@ it is: each text is encoded once, and two features are read from the last layer,
 multinomial logistic regression on the standardised features is fitted to `--per-class` train examples
 (the same stratified subsets as finetune_cls.py's `--per-class` with the same seed), its L2 weight
 chosen on valid from a grid, and scored on test. `random` stands for an encoder of the first folder's
-size, randomly initialised (the scratch baseline's starting point), read with that folder's vocabulary.
+size, randomly initialised (the scratch baseline's starting point), read with that folder's vocabulary;
+`naive-bayes` for no network at all: multinomial naive Bayes over the characters and character pairs of
+the lowercased text (add-one smoothing), on the same subsets, a reference for how lexical a task is.
 Prints one line per model and feature: test accuracy at each label count, mean over seeds. Single-text
 tasks (the first text column).
 """
@@ -17,6 +19,8 @@ tasks (the first text column).
 from __future__ import annotations
 
 import argparse
+import collections
+import math
 import os
 import sys
 
@@ -78,6 +82,32 @@ def probe(train: tuple[torch.Tensor, torch.Tensor], valid: tuple[torch.Tensor, t
     return best_test
 
 
+def char_features(text: str) -> list[str]:
+    text = text.lower()
+    return list(text) + [text[i:i + 2] for i in range(len(text) - 1)]
+
+
+def naive_bayes(train: list[tuple[str, str]], test: list[tuple[str, str]]) -> float:
+    """Test accuracy of multinomial naive Bayes over char_features, add-one smoothed, fitted to `train`."""
+    counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for text, label in train:
+        counts[label].update(char_features(text))
+    priors = collections.Counter(label for _, label in train)
+    vocabulary = len(set().union(*counts.values()))
+    totals = {label: sum(c.values()) for label, c in counts.items()}
+
+    def score(text: str, label: str) -> float:
+        c, denominator = counts[label], totals[label] + vocabulary
+        return math.log(priors[label] / len(train)) + sum(math.log((c[f] + 1) / denominator)
+                                                          for f in char_features(text))
+    return sum(max(counts, key=lambda label: score(text, label)) == gold for text, gold in test) / len(test)
+
+
+def subset_rows(train: list, n: str, seed: int, position: dict[int, int]) -> list[int]:
+    """The rows of finetune_cls.py's --per-class subset: all, or n a class drawn with the seed."""
+    return list(range(len(train))) if n == "all" else [position[id(e)] for e in per_class_subset(train, int(n), seed)]
+
+
 def load_encoder(name: str, first: str) -> BertModel:
     if name == "random":
         torch.manual_seed(0)
@@ -94,7 +124,8 @@ def labels_per_class(value: str) -> str:
 
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("models", nargs="+", help="model folders (config.json, weights, vocab.txt), or 'random'")
+    p.add_argument("models", nargs="+",
+                   help="model folders (config.json, weights, vocab.txt), 'random', or 'naive-bayes'")
     p.add_argument("--train", required=True, help="training file, as finetune_cls.py reads it (one text column)")
     p.add_argument("--valid", required=True, help="validation file: chooses the probe's weight decay")
     p.add_argument("--test", required=True, help="test file: the accuracy printed")
@@ -104,17 +135,26 @@ def main(argv: list[str]) -> None:
                    help="seeds of the --per-class subsets, finetune_cls.py's (default: 1 2 3)")
     p.add_argument("--max-length", type=int, default=64, help="tokens per text, [CLS] and [SEP] included")
     args = p.parse_args(argv)
-    folders = [m for m in args.models if m != "random"]
-    if not folders:
-        p.error("give at least one model folder (its vocabulary reads the texts, also for 'random')")
+    folders = [m for m in args.models if m not in ("random", "naive-bayes")]
+    if not folders and "random" in args.models:
+        p.error("give a model folder with 'random' (its size and vocabulary make the random encoder)")
     try:
-        tokenizer = load_tokenizer(folders[0])
+        tokenizer = load_tokenizer(folders[0]) if folders else None
         splits = {k: read_classification_file(getattr(args, k)) for k in ("train", "valid", "test")}
     except (CheckpointError, DataError, OSError) as e:
         raise SystemExit(f"error: {e}")
     labels = sorted({e.label for e in splits["train"]})
     position = {id(e): i for i, e in enumerate(splits["train"])}
     for name in args.models:
+        if name == "naive-bayes":
+            pairs = {k: [(e.text_a, e.label) for e in rows] for k, rows in splits.items()}
+            scores = []
+            for n in args.per_class:
+                accs = [naive_bayes([pairs["train"][i] for i in subset_rows(splits["train"], n, seed, position)],
+                                    pairs["test"]) for seed in (args.seeds if n != "all" else args.seeds[:1])]
+                scores.append(f"{n}: {sum(accs) / len(accs):.3f}")
+            print(f"{name}  chars+pairs  test acc  " + "  ".join(scores), flush=True)
+            continue
         try:
             if name != "random" and load_tokenizer(name).vocab != tokenizer.vocab:
                 print(f"{name}: skipped, its vocabulary is not {folders[0]}'s")
@@ -131,8 +171,7 @@ def main(argv: list[str]) -> None:
                 seeds = args.seeds if n != "all" else args.seeds[:1]  # all labels: the same subset every seed
                 accs = []
                 for seed in seeds:
-                    rows = list(range(len(splits["train"]))) if n == "all" else \
-                        [position[id(e)] for e in per_class_subset(splits["train"], int(n), seed)]
+                    rows = subset_rows(splits["train"], n, seed, position)
                     train = (encoded["train"][f][rows], y["train"][rows])
                     accs.append(probe(train, (encoded["valid"][f], y["valid"]), (encoded["test"][f], y["test"]),
                                       len(labels)))

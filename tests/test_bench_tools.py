@@ -75,3 +75,15 @@ def test_the_linear_probe_reads_each_text_alone_and_scores_what_the_features_hol
     split = lambda y: ((x[:200], y[:200]), (x[200:400], y[200:400]), (x[400:], y[400:]))
     assert linear_probe.probe(*split(held), n_classes=2) > 0.97
     assert abs(linear_probe.probe(*split(not_held), n_classes=2) - 0.5) < 0.1
+
+
+def test_the_naive_bayes_reference_reads_characters_and_pairs():
+    """linear_probe.py's no-network reference: a label carried by one character is read, unseen
+    characters are smoothed rather than fatal, and a label carried only by a character pair (both of
+    its characters equally in each class) is read through the pairs."""
+    linear_probe = bench_tool("linear_probe")
+    train = [("很好吃", "pos"), ("好看", "pos"), ("太难吃", "neg"), ("难看", "neg")]
+    assert linear_probe.naive_bayes(train, [("好", "pos"), ("难", "neg"), ("好新", "pos")]) == 1.0
+    pairs = [("ab", "x"), ("ba", "y")] * 3
+    assert linear_probe.naive_bayes(pairs, [("ab", "x"), ("ba", "y")]) == 1.0
+    assert linear_probe.char_features("Ab") == ["a", "b", "ab"]
