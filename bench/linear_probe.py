@@ -12,8 +12,8 @@ chosen on valid from a grid, and scored on test. `random` stands for an encoder 
 size, randomly initialised (the scratch baseline's starting point), read with that folder's vocabulary;
 `naive-bayes` for no network at all: multinomial naive Bayes over the characters and character pairs of
 the lowercased text (add-one smoothing), on the same subsets, a reference for how lexical a task is.
-Prints one line per model and feature: test accuracy at each label count, mean over seeds. Single-text
-tasks (the first text column).
+Texts are encoded and batched as finetune_cls.py does (one text or a pair; naive Bayes reads the first).
+Prints one line per model and feature: test accuracy at each label count, mean over seeds.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import collections
 import math
 import os
 import sys
+from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,6 +31,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from cli import DataError  # noqa: E402
+from data import ClassificationExample, LabelMap, classification_batches, encode_classification  # noqa: E402
 from data import read_classification_file  # noqa: E402
 from model import BertConfig, BertModel, CheckpointError  # noqa: E402
 from pretrained import load_tokenizer, read_json  # noqa: E402
@@ -39,21 +41,19 @@ WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 @torch.no_grad()
-def features(model: BertModel, tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """([CLS] vectors, mean token vectors) of the last layer, one row per text."""
+def features(model: BertModel, encoded: list[dict], pad_token_id: int
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """([CLS] vectors, mean token vectors, labels) of encode_classification's examples, in their order: the
+    last layer of the frozen encoder, padding left out of the mean."""
     model.eval()
-    cls, mean = [], []
-    for start in range(0, len(texts), 256):
-        ids = [tokenizer.encode(t, max_length=max_length)["input_ids"] for t in texts[start:start + 256]]
-        x = torch.full((len(ids), max(map(len, ids))), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(x)
-        for i, row in enumerate(ids):
-            x[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
-        hidden = model(x, attention_mask=mask)[0]
+    cls, mean, labels = [], [], []
+    for batch in classification_batches(encoded, 256, pad_token_id, shuffle=False, seed=0, bucket_size=None):
+        hidden = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])[0]
+        m = batch["attention_mask"][..., None].to(hidden.dtype)
         cls.append(hidden[:, 0])
-        m = mask[..., None].to(hidden.dtype)
         mean.append((hidden * m).sum(1) / m.sum(1))
-    return torch.cat(cls), torch.cat(mean)
+        labels.append(batch["labels"])
+    return torch.cat(cls), torch.cat(mean), torch.cat(labels)
 
 
 def probe(train: tuple[torch.Tensor, torch.Tensor], valid: tuple[torch.Tensor, torch.Tensor],
@@ -103,9 +103,18 @@ def naive_bayes(train: list[tuple[str, str]], test: list[tuple[str, str]]) -> fl
     return sum(max(counts, key=lambda label: score(text, label)) == gold for text, gold in test) / len(test)
 
 
-def subset_rows(train: list, n: str, seed: int, position: dict[int, int]) -> list[int]:
-    """The rows of finetune_cls.py's --per-class subset: all, or n a class drawn with the seed."""
-    return list(range(len(train))) if n == "all" else [position[id(e)] for e in per_class_subset(train, int(n), seed)]
+def curve(accuracy: Callable[[list[int]], float], train: list[ClassificationExample], per_class: list[str],
+          seeds: list[int]) -> str:
+    """'16: 0.561  64: 0.648  all: 0.739': accuracy(rows of train) at each label count, on finetune_cls.py's
+    --per-class subsets, averaged over the seeds (all labels: one subset, so one seed)."""
+    position = {id(e): i for i, e in enumerate(train)}
+    scores = []
+    for n in per_class:
+        accs = [accuracy(list(range(len(train))) if n == "all" else
+                         [position[id(e)] for e in per_class_subset(train, int(n), seed)])
+                for seed in (seeds if n != "all" else seeds[:1])]
+        scores.append(f"{n}: {sum(accs) / len(accs):.3f}")
+    return "  ".join(scores)
 
 
 def load_encoder(name: str, first: str) -> BertModel:
@@ -141,19 +150,17 @@ def main(argv: list[str]) -> None:
     try:
         tokenizer = load_tokenizer(folders[0]) if folders else None
         splits = {k: read_classification_file(getattr(args, k)) for k in ("train", "valid", "test")}
+        label_map = LabelMap.from_examples(splits["train"])
+        encoded = {k: encode_classification(rows, tokenizer, label_map, args.max_length)
+                   for k, rows in splits.items()} if tokenizer else {}
     except (CheckpointError, DataError, OSError) as e:
         raise SystemExit(f"error: {e}")
-    labels = sorted({e.label for e in splits["train"]})
-    position = {id(e): i for i, e in enumerate(splits["train"])}
+    train = splits["train"]
     for name in args.models:
         if name == "naive-bayes":
             pairs = {k: [(e.text_a, e.label) for e in rows] for k, rows in splits.items()}
-            scores = []
-            for n in args.per_class:
-                accs = [naive_bayes([pairs["train"][i] for i in subset_rows(splits["train"], n, seed, position)],
-                                    pairs["test"]) for seed in (args.seeds if n != "all" else args.seeds[:1])]
-                scores.append(f"{n}: {sum(accs) / len(accs):.3f}")
-            print(f"{name}  chars+pairs  test acc  " + "  ".join(scores), flush=True)
+            nb = lambda rows: naive_bayes([pairs["train"][i] for i in rows], pairs["test"])
+            print(f"{name}  chars+pairs  test acc  " + curve(nb, train, args.per_class, args.seeds), flush=True)
             continue
         try:
             if name != "random" and load_tokenizer(name).vocab != tokenizer.vocab:
@@ -162,22 +169,12 @@ def main(argv: list[str]) -> None:
             model = load_encoder(name, folders[0])
         except (CheckpointError, OSError) as e:
             raise SystemExit(f"error: {e}")
-        encoded = {k: features(model, tokenizer, [e.text_a for e in rows], args.max_length)
-                   for k, rows in splits.items()}
-        y = {k: torch.tensor([labels.index(e.label) for e in rows]) for k, rows in splits.items()}
+        read = {k: features(model, rows, tokenizer.pad_token_id) for k, rows in encoded.items()}
         for f, feature in enumerate(("[CLS]", "mean")):
-            scores = []
-            for n in args.per_class:
-                seeds = args.seeds if n != "all" else args.seeds[:1]  # all labels: the same subset every seed
-                accs = []
-                for seed in seeds:
-                    rows = subset_rows(splits["train"], n, seed, position)
-                    train = (encoded["train"][f][rows], y["train"][rows])
-                    accs.append(probe(train, (encoded["valid"][f], y["valid"]), (encoded["test"][f], y["test"]),
-                                      len(labels)))
-                scores.append(f"{n}: {sum(accs) / len(accs):.3f}")
-            print(f"{name}  {feature:5s}  test acc  " + "  ".join(scores), flush=True)
-
+            split = {k: (columns[f], columns[2]) for k, columns in read.items()}  # (features, labels)
+            fit = lambda rows: probe((split["train"][0][rows], split["train"][1][rows]), split["valid"],
+                                     split["test"], len(label_map))
+            print(f"{name}  {feature:5s}  test acc  " + curve(fit, train, args.per_class, args.seeds), flush=True)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

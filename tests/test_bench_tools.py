@@ -8,6 +8,7 @@ import tarfile
 
 import torch
 
+from data import ClassificationExample, LabelMap, encode_classification
 from model import BertConfig, BertModel
 from tokenization import BertTokenizer
 
@@ -61,10 +62,13 @@ def test_the_linear_probe_reads_each_text_alone_and_scores_what_the_features_hol
     torch.manual_seed(0)
     model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
                                  num_attention_heads=2, intermediate_size=32))
-    alone = linear_probe.features(model, tokenizer, ["a b"], 16)
-    padded = linear_probe.features(model, tokenizer, ["a b", "c d e f g h"], 16)
+    examples = [ClassificationExample("a b", None, "x", 1), ClassificationExample("c d e f g h", None, "y", 2)]
+    encoded = encode_classification(examples, tokenizer, LabelMap(["x", "y"]), 16)
+    alone = linear_probe.features(model, encoded[:1], tokenizer.pad_token_id)
+    padded = linear_probe.features(model, encoded, tokenizer.pad_token_id)
     for a, p in zip(alone, padded):
         torch.testing.assert_close(a[0], p[0], atol=1e-5, rtol=1e-5)
+    assert padded[2].tolist() == [0, 1]  # the labels, in the examples' order
     hidden = model(torch.tensor([tokenizer.encode("a b")["input_ids"]]))[0]
     torch.testing.assert_close(alone[1][0], hidden[0].mean(0), atol=1e-5, rtol=1e-5)
 
