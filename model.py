@@ -492,11 +492,16 @@ class BertModel(BertPreTrainedModel):
         self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, output_attentions: bool = False):
+                attention_mask: torch.Tensor | None = None, output_attentions: bool = False,
+                context: int | None = None):
         """Returns (sequence_output, pooled_output), plus a tuple of per-layer attention
-        probabilities (B, heads, T, T) when output_attentions=True (slower: no fused kernel)."""
+        probabilities (B, heads, T, T) when output_attentions=True (slower: no fused kernel).
+        context=n reads each sequence as T/n independent blocks of n tokens (train_mlm.py's short-context
+        start): attention and positions within a block, the outputs in the input's shape."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
+        if context is not None and context < input_ids.size(1):
+            return self.forward_blocks(input_ids, token_type_ids, attention_mask, context)
         # Key-padding mask, broadcast over heads and queries; True = attend. None lets SDPA pick
         # its fastest kernel when nothing is padded.
         mask = None
@@ -509,6 +514,22 @@ class BertModel(BertPreTrainedModel):
             attentions.append(probs)
         if output_attentions:
             return x, self.pooler(x), tuple(attentions)
+        return x, self.pooler(x)
+
+
+    def forward_blocks(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
+                       attention_mask: torch.Tensor | None, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T = input_ids.shape
+        pad = -T % context  # a last, shorter block is padded to a whole one
+        mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask != 0
+        ids, types, mask = (F.pad(t, (0, pad)) for t in (input_ids, token_type_ids, mask))
+        blocks = (-1, context)
+        mask = mask.reshape(blocks)
+        # A block of padding alone has nothing to attend to, a row some attention kernels turn into NaN (and NaN
+        # gradients): it attends to its first position. Its outputs are padding's, never predicted from.
+        mask[:, 0] |= ~mask.any(1)
+        x, _ = self(ids.reshape(blocks), types.reshape(blocks), mask)
+        x = x.view(B, T + pad, -1)[:, :T]
         return x, self.pooler(x)
 
 
@@ -565,8 +586,8 @@ class BertForPreTraining(BertPreTrainedModel):
                 masked_lm_positions: torch.Tensor | None = None,
                 masked_lm_ids: torch.Tensor | None = None,
                 masked_lm_weights: torch.Tensor | None = None,
-                next_sentence_labels: torch.Tensor | None = None) -> PreTrainingOutput:
-        sequence_output, pooled_output = self.bert(input_ids, token_type_ids, attention_mask)
+                next_sentence_labels: torch.Tensor | None = None, context: int | None = None) -> PreTrainingOutput:
+        sequence_output, pooled_output = self.bert(input_ids, token_type_ids, attention_mask, context=context)
         if masked_lm_positions is not None:
             # Gather the predicted positions before the vocabulary projection (the big matmul).
             index = masked_lm_positions.unsqueeze(-1).expand(-1, -1, sequence_output.size(-1))

@@ -108,7 +108,8 @@ def train(s: Settings, resume: Resume | None, run: RunFolder, device: torch.devi
     while step < s.steps:
         t0 = time.perf_counter()
         micro = [to_device(batches.next_batch(), device) for _ in range(s.grad_accum)]
-        mlm_loss, nsp_loss, mlm_acc = forward_backward(model, micro, scaler, autocast, s.no_nsp)
+        context = s.short_len if step < s.short_context else None  # the first steps read short blocks
+        mlm_loss, nsp_loss, mlm_acc = forward_backward(model, micro, scaler, autocast, s.no_nsp, context)
         if not math.isfinite(mlm_loss + nsp_loss):  # exit 3, the last good checkpoints untouched
             exit_code = print_non_finite(mlm_loss + nsp_loss, step + 1, checkpoints.folder, is_main)
             break
@@ -164,11 +165,13 @@ def train(s: Settings, resume: Resume | None, run: RunFolder, device: torch.devi
     return exit_code
 
 
-def forward_backward(model, micro: list[dict], scaler, autocast, no_nsp: bool) -> tuple[float, float, float]:
+def forward_backward(model, micro: list[dict], scaler, autocast, no_nsp: bool, context: int | None = None
+                     ) -> tuple[float, float, float]:
     """One optimizer step's forward and backward passes over its micro-batches (and, under DDP, over every
     process's), weighted so that the gradient is that of one big batch: the MLM loss is the mean over every
     masked token of the global batch, however it is split into micro-batches and processes; the NSP loss the
-    mean over its sequences. Returns the step's (MLM loss, NSP loss, MLM accuracy), equal on every process."""
+    mean over its sequences. context=n: the encoder reads blocks of n tokens (--short-context). Returns the
+    step's (MLM loss, NSP loss, MLM accuracy), equal on every process."""
     distributed = dist.is_initialized()
     world = dist.get_world_size() if distributed else 1
     device = micro[0]["input_ids"].device
@@ -180,7 +183,7 @@ def forward_backward(model, micro: list[dict], scaler, autocast, no_nsp: bool) -
     for i, batch in enumerate(micro):
         last = i == len(micro) - 1  # DDP all-reduces the gradients once, in the last backward
         with (contextlib.nullcontext() if last or not distributed else model.no_sync()), autocast:
-            out = model(**model_inputs(batch, no_nsp))
+            out = model(**model_inputs(batch, no_nsp), context=context)
         mlm = out.mlm_loss * (n_masked[i] / total).item()  # this part's share of the masked tokens
         nsp = out.nsp_loss / (len(micro) * world) if out.nsp_loss is not None else torch.zeros((), device=device)
         # DDP averages gradients over ranks; scaling by world turns that average into the global sum.
@@ -499,7 +502,8 @@ def fit_budget(s: Settings, model, raw_model, optimizer, scaler, autocast, data:
         raise UsageError(f"--minutes {s.minutes:g}: the set-up took {time.perf_counter() - started:.0f}s and a step "
                          f"{step_time:.2f}s, so no step fits; give more minutes")
     values = s.as_dict()
-    values.update(steps=steps, warmup=warmup_steps(s.warmup, steps), timed_step=step_time)
+    values.update(steps=steps, warmup=warmup_steps(s.warmup, steps), short_context=warmup_steps(s.short_context, steps),
+                  timed_step=step_time)
     if is_main:
         print(f"steps: {steps:,} fit --minutes {s.minutes:g} ({step_time:.3f}s a step over {timed} timed steps, "
               f"{time.perf_counter() - started:.0f}s of set-up, evaluations and export counted)", flush=True)
@@ -552,6 +556,9 @@ def print_setup(s: Settings, config, model, corpus_info: dict, train_corpus, voc
     print(f"batch: {s.batch_size} x {s.grad_accum} accum x {world} processes = {sequences} sequences "
           f"({sequences * s.seq_len:,} tokens) per step; device {device}, {s.precision}"
           + (", compiled" if s.compile else ""))
+    if s.short_context:
+        print(f"short context: steps 1-{min(s.short_context, s.steps):,} read blocks of {s.short_len} tokens, "
+              f"the rest whole sequences of {s.seq_len}")
     print(f"logs: {shown(run_dir)}" + (f" (branched from {branched_from} at step {step})" if branched_from
                                 else f" (resuming at step {step})" if step else ""))
 
@@ -569,7 +576,7 @@ def finish_run(s: Settings, writer, model, tokenizer, vocab_file: str, config, m
     write_folder(export_dir, export)  # whole or absent: finetune_cls.py may pick it up at any moment
     writer.add_hparams({"config": s.config, "lr": s.lr, "batch": s.batch_size * s.grad_accum * world,
                         "seq_len": s.seq_len, "steps": s.steps, "minutes": s.minutes or 0, "warmup": s.warmup,
-                        "decay": s.decay,
+                        "decay": s.decay, "short_context": s.short_context, "short_len": s.short_len,
                         "vocab_size": config.vocab_size, "nsp": not s.no_nsp, "wwm": s.whole_word_masking,
                         "precision": s.precision},
                        {f"hparam/{k}": v for k, v in metrics.items()}, name="hparams")
@@ -630,7 +637,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 MAX_SEQ_LEN = 1 << 16  # tokens per sequence: BERT's are 512 long; attention's memory grows with the square
 _POSITIVE = ("steps", "batch_size", "grad_accum", "seq_len", "max_predictions", "log_interval", "eval_interval",
-             "eval_batches", "save_interval", "keep_last", "vocab_size", "workers", "vocab_sample", "shuffle_buffer")
+             "eval_batches", "save_interval", "keep_last", "vocab_size", "workers", "vocab_sample", "shuffle_buffer",
+             "short_len")
 
 
 def settings_problem(v: dict) -> str | None:
@@ -669,8 +677,8 @@ def settings_problem(v: dict) -> str | None:
         return f"--valid-fraction must be between 0 and 1, got {v['valid_fraction']}"
     if vocab_size_problem(v["vocab_size"], not v["cased"]):
         return vocab_size_problem(v["vocab_size"], not v["cased"])
-    if v["viz_interval"] < 0 or v["lr"] <= 0 or v["warmup"] < 0:
-        return "--viz-interval, --lr and --warmup must not be negative (and --lr not zero)"
+    if v["viz_interval"] < 0 or v["lr"] <= 0 or v["warmup"] < 0 or v["short_context"] < 0:
+        return "--viz-interval, --lr, --warmup and --short-context must not be negative (and --lr not zero)"
     if not 0 < v["decay"] <= 1:
         return f"--decay must be in (0, 1], got {v['decay']}"
     if v["clip"] <= 0 or v["weight_decay"] < 0:
@@ -698,11 +706,12 @@ def resolve_settings(args: argparse.Namespace, resume: Resume | None, run_dir: s
         values["vocab"] = os.path.join(run_dir, "vocab.txt")
     if values["steps"] is not None:  # else --minutes: fit_budget() resolves both once the step is timed
         values["warmup"] = warmup_steps(values["warmup"], values["steps"])
+        values["short_context"] = warmup_steps(values["short_context"], values["steps"])
     return Settings(**values)
 
 
 def warmup_steps(warmup: float, steps: int) -> int:
-    """--warmup as a number of steps: a fraction of --steps if below 1."""
+    """--warmup (or --short-context) as a number of steps: a fraction of --steps if below 1."""
     return int(warmup * steps) if warmup < 1 else int(warmup)
 
 
@@ -964,6 +973,13 @@ def add_optimisation_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, default=0.01,
                    help="AdamW weight decay (never applied to biases and LayerNorm)")
     g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping threshold")
+    g.add_argument("--short-context", type=float, default=0,
+                   help="the first steps (a fraction of --steps if < 1, else a number) read each sequence as "
+                        "independent blocks of --short-len tokens: the same tokens and predictions, attention and "
+                        "positions within a block. 0.5 gets a short run past the MLM plateau of uniform attention "
+                        "and transfers far better to named entities, worse to classifying whole texts (see "
+                        "docs/pretraining.md)")
+    g.add_argument("--short-len", type=int, default=8, help="tokens per block while --short-context lasts")
 
 
 def add_logging_flags(p: argparse.ArgumentParser) -> None:

@@ -159,7 +159,9 @@ def test_pretraining_step_compiled(benchmark, measured, large, precision, device
 RECIPES = {"MLM + NSP, dropout 0.1, torch's mask (before)": {"dropout": 0.1, "nsp": True, "torch_mask": True},
            "MLM only, dropout 0.1, torch's mask": {"dropout": 0.1, "nsp": False, "torch_mask": True},
            "MLM only, dropout 0.1, model.dropout's mask": {"dropout": 0.1, "nsp": False, "torch_mask": False},
-           "MLM only, dropout 0 (the default)": {"dropout": 0.0, "nsp": False, "torch_mask": False}}
+           "MLM only, dropout 0 (the default)": {"dropout": 0.0, "nsp": False, "torch_mask": False},
+           "MLM only, dropout 0, blocks of 8 (the --short-context steps)":
+               {"dropout": 0.0, "nsp": False, "torch_mask": False, "context": 8}}
 BEFORE = next(iter(RECIPES))
 DEFAULT_SHAPE = {"batch": 48, "seq": 64, "predictions": 16, "vocab": 8192}
 
@@ -176,6 +178,8 @@ def recipe_step(recipe: str, device: str):
                               masked_lm_prob=0.25, full_rows=True)
     if not r["nsp"]:
         batch = {k: v for k, v in batch.items() if k != "next_sentence_labels"}  # as train_mlm.py without --nsp
+    if r.get("context"):
+        batch["context"] = r["context"]  # the encoder reads blocks (a model argument, passed with the batch)
     step = train_step(model, optimizer, batch, "fp32", device)
     if not r["torch_mask"]:
         return step

@@ -433,3 +433,35 @@ def test_flops_formula_equals_torch_flop_counter_on_the_real_modules(seq_len, pr
         out.loss.backward()
     assert counter.get_total_flops() == pytest.approx(B * pretraining_flops_per_sequence(config, seq_len, predictions),
                                                       rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- short context (train_mlm.py)
+
+
+@pytest.mark.parametrize("context", [4, 5])  # 5 does not divide 12: the last block is shorter
+def test_context_reads_each_block_as_its_own_sequence(context):
+    torch.manual_seed(9)
+    model = BertModel(BertConfig(**SMALL)).eval()
+    b = batch()  # rows 1 and 2 padded from 8 and 5: row 2 has blocks of padding alone
+    with torch.no_grad():
+        out, pooled = model(**inputs(b), context=context)
+        for row in range(3):
+            for start in range(0, 12, context):
+                piece = {k: v[row:row + 1, start:start + context] for k, v in inputs(b).items()}
+                real = piece["attention_mask"][0].bool()
+                if real.any():  # a block's real tokens: as if it were the whole sequence
+                    alone, _ = model(**piece)
+                    assert max_err(out[row, start:start + context][real], alone[0][real]) < 1e-5
+        whole, _ = model(**inputs(b))
+    assert out.shape == whole.shape and torch.isfinite(out).all()
+    assert max_err(pooled, model.pooler(out)) == 0  # the first block's [CLS]
+    assert max_err(model(**inputs(b), context=12)[0], whole) == 0  # a block as long as the sequence: no change
+
+
+def test_context_with_blocks_of_padding_alone_trains_with_finite_gradients():
+    torch.manual_seed(10)
+    model = BertForPreTraining(BertConfig(**SMALL))
+    out = model(**batch(), context=4)  # row 2: two blocks of padding alone (an all-masked row: NaN without care)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -149,6 +149,25 @@ def test_resuming_a_run_saved_before_decay_existed_keeps_berts_schedule(run):
     assert [lr[s] for s in range(5, 9)] == pytest.approx([1e-3 * (9 - s) / 6 for s in range(5, 9)])
 
 
+def test_short_context_steps_read_blocks_and_a_stop_inside_them_resumes_exactly(run, monkeypatch):
+    flags = ["--steps", "8", "--short-context", "4", "--short-len", "8", "--eval-interval", "4", "--viz-interval",
+             "0", "--save-interval", "100"]
+    code, straight = run(*flags, name="straight")
+    assert code == 0
+    code, whole = run(*flags, "--short-context", "0", name="whole")  # the last flag wins
+    assert code == 0
+    # The same weights and batch at step 1: only the blocks differ, so the losses do.
+    assert scalars(straight, "Loss/train")[1] != pytest.approx(scalars(whole, "Loss/train")[1], abs=1e-4)
+
+    signal_at_batch(monkeypatch, 3, signal.SIGINT)  # inside the short-context steps
+    code, split = run(*flags, name="split")
+    assert code == 130
+    monkeypatch.undo()
+    assert train_mlm.main(["--resume", str(split), "--no-progress"]) == 0
+    expected, resumed = scalars(straight, "Loss/train"), scalars(split, "Loss/train")
+    assert [resumed[s] for s in range(1, 9)] == pytest.approx([expected[s] for s in range(1, 9)], abs=1e-6)
+
+
 def test_resume_with_more_steps_a_new_lr_and_weight_decay_uses_them(run):
     code, run_dir = run("--steps", "4", "--warmup", "0.5", "--decay", "1", "--viz-interval", "0", "--save-interval", "4")
     assert code == 0
