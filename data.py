@@ -17,7 +17,7 @@ import random
 import re
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -230,14 +230,17 @@ class PretrainingData:
 
     # -- masking
 
-    def create_masked_lm_predictions(self, tokens: np.ndarray, rng: np.random.Generator
+    def create_masked_lm_predictions(self, tokens: np.ndarray, rng: np.random.Generator,
+                                     masked_lm_prob: float | None = None
                                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(masked tokens, masked_lm_positions (ascending), masked_lm_ids) for one instance: 15% of the
-        tokens other than [CLS]/[SEP]/[PAD], capped at max_predictions_per_seq; of those 80% become
-        [MASK], 10% a random token, 10% stay. With whole-word masking a word (a token and its following
-        '##' pieces) is masked all together, never exceeding the number to predict."""
+        """(masked tokens, masked_lm_positions (ascending), masked_lm_ids) for one instance: masked_lm_prob
+        (default: the stream's, BERT's 15%) of the tokens other than [CLS]/[SEP]/[PAD], capped at
+        max_predictions_per_seq; of those 80% become [MASK], 10% a random token, 10% stay. With whole-word
+        masking a word (a token and its following '##' pieces) is masked all together, never exceeding the
+        number to predict."""
         cand = np.flatnonzero(~self.not_candidate[tokens])
-        num_to_predict = min(self.max_predictions_per_seq, max(1, int(round(len(tokens) * self.masked_lm_prob))))
+        rate = self.masked_lm_prob if masked_lm_prob is None else masked_lm_prob
+        num_to_predict = min(self.max_predictions_per_seq, max(1, int(round(len(tokens) * rate))))
         if not self.whole_word_masking:
             positions = np.sort(rng.permutation(cand)[:num_to_predict])
         else:
@@ -271,7 +274,8 @@ class PretrainingData:
 
     # -- batches
 
-    def next_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
+    def next_batch(self, batch_size: int, masked_lm_prob: float | None = None) -> dict[str, torch.Tensor]:
+        """The next batch; masked_lm_prob overrides the stream's masking rate for it (a schedule's)."""
         L, P = self.max_seq_length, self.max_predictions_per_seq
         input_ids = np.zeros((batch_size, L), dtype=np.int64)
         input_mask = np.zeros((batch_size, L), dtype=np.int64)
@@ -286,7 +290,7 @@ class PretrainingData:
             if not 0 <= b < batch_size:
                 continue  # another rank's part of the global batch
             tokens = tokens.astype(np.int64)
-            masked, pos, labels = self.create_masked_lm_predictions(tokens, rng)
+            masked, pos, labels = self.create_masked_lm_predictions(tokens, rng, masked_lm_prob)
             n = len(tokens)
             input_ids[b, :n] = masked
             input_mask[b, :n] = 1
@@ -344,10 +348,12 @@ def _check_position(state, n_documents: int, n_tokens: int) -> None:
 class Prefetcher:
     """Batches of a PretrainingData made by a background thread, `depth` ahead, so that the training
     step never waits for data (numpy and torch release the GIL for most of their work). state_dict() is
-    the position after the last batch handed out, not after the ones made ahead."""
+    the position after the last batch handed out, not after the ones made ahead. mask_prob(k), if given, is
+    the masking rate of the k-th batch it makes (0, 1, ...): a schedule."""
 
-    def __init__(self, data: PretrainingData, batch_size: int, depth: int = 2):
-        self.data, self.batch_size = data, batch_size
+    def __init__(self, data: PretrainingData, batch_size: int, depth: int = 2,
+                 mask_prob: Callable[[int], float] | None = None):
+        self.data, self.batch_size, self.mask_prob, self._made = data, batch_size, mask_prob, 0
         self._state = data.state_dict()
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -357,7 +363,9 @@ class Prefetcher:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                item = (self.data.next_batch(self.batch_size), self.data.state_dict())
+                rate = self.mask_prob(self._made) if self.mask_prob else None
+                item = (self.data.next_batch(self.batch_size, rate), self.data.state_dict())
+                self._made += 1
             except BaseException as e:  # handed to the consumer, raised there
                 item = e
             while not self._stop.is_set():

@@ -501,6 +501,8 @@ class BertModel(BertPreTrainedModel):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         if context is not None and context < input_ids.size(1):
+            if output_attentions:
+                raise ValueError("output_attentions is for whole sequences: not with context")
             return self.forward_blocks(input_ids, token_type_ids, attention_mask, context)
         # Key-padding mask, broadcast over heads and queries; True = attend. None lets SDPA pick
         # its fastest kernel when nothing is padded.
@@ -515,7 +517,6 @@ class BertModel(BertPreTrainedModel):
         if output_attentions:
             return x, self.pooler(x), tuple(attentions)
         return x, self.pooler(x)
-
 
     def forward_blocks(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
                        attention_mask: torch.Tensor | None, context: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -84,7 +84,8 @@ def train(s: Settings, resume: Resume | None, run: RunFolder, device: torch.devi
 
     # --- what the run writes: TensorBoard, checkpoints, log lines; how it stops
     writer = open_writer(run_dir, s, step, corpus_info, run.created, resume) if is_main else None
-    batches = Prefetcher(train_data, s.batch_size)  # builds the next batches while the model trains
+    # builds the next batches while the model trains, each masked at its step's rate
+    batches = Prefetcher(train_data, s.batch_size, mask_prob=masking_schedule(s, step))
     checkpoints = Checkpointer(os.path.join(run_dir, "checkpoints"), s.keep_last, is_main, best_valid, {
         "model": raw_model, "optimizer": optimizer, "scaler": scaler, "data": batches, "config": asdict(config),
         "args": s.as_dict(), "corpus": corpus_info, "vocab": open(vocab_file, encoding="utf-8").read()},
@@ -316,6 +317,15 @@ def evaluate(model, data: PretrainingData, start: dict, s: Settings, device, aut
         metrics.update(nsp_loss=nsp_loss / n_seq, nsp_acc=nsp_acc / n_seq)
     metrics["loss"] = metrics["mlm_loss"] + metrics.get("nsp_loss", 0.0)
     return metrics
+
+
+def masking_schedule(s: Settings, step: int):
+    """--mask-prob-end: the rate of the k-th batch made from `step` on (grad_accum batches a step), falling
+    linearly from --mask-prob at the first step to --mask-prob-end at the last. None: a constant rate."""
+    if s.mask_prob_end is None:
+        return None
+    return lambda k: s.mask_prob + (s.mask_prob_end - s.mask_prob) * min(1.0, (step + k // s.grad_accum)
+                                                                         / max(1, s.steps - 1))
 
 
 def model_inputs(batch: dict, no_nsp: bool) -> dict:
@@ -556,6 +566,9 @@ def print_setup(s: Settings, config, model, corpus_info: dict, train_corpus, voc
     print(f"batch: {s.batch_size} x {s.grad_accum} accum x {world} processes = {sequences} sequences "
           f"({sequences * s.seq_len:,} tokens) per step; device {device}, {s.precision}"
           + (", compiled" if s.compile else ""))
+    if s.mask_prob_end is not None:
+        print(f"masking: {s.mask_prob:.0%} of the tokens at the first step, falling linearly to {s.mask_prob_end:.0%} "
+              f"at the last")
     if s.short_context:
         print(f"short context: steps 1-{min(s.short_context, s.steps):,} read blocks of {s.short_len} tokens, "
               f"the rest whole sequences of {s.seq_len}")
@@ -577,6 +590,8 @@ def finish_run(s: Settings, writer, model, tokenizer, vocab_file: str, config, m
     writer.add_hparams({"config": s.config, "lr": s.lr, "batch": s.batch_size * s.grad_accum * world,
                         "seq_len": s.seq_len, "steps": s.steps, "minutes": s.minutes or 0, "warmup": s.warmup,
                         "decay": s.decay, "short_context": s.short_context, "short_len": s.short_len,
+                        "mask_prob": s.mask_prob, "mask_prob_end": s.mask_prob if s.mask_prob_end is None
+                        else s.mask_prob_end,
                         "vocab_size": config.vocab_size, "nsp": not s.no_nsp, "wwm": s.whole_word_masking,
                         "precision": s.precision},
                        {f"hparam/{k}": v for k, v in metrics.items()}, name="hparams")
@@ -617,8 +632,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for action in given._actions:
         action.default = argparse.SUPPRESS
     args.given = set(vars(given.parse_args(argv)))
-    if args.max_predictions is None:
-        args.max_predictions = math.ceil(args.mask_prob * args.seq_len)
+    if args.max_predictions is None:  # room for the highest rate of a falling one
+        args.max_predictions = math.ceil(max(args.mask_prob, args.mask_prob_end or 0) * args.seq_len)
     if args.minutes is not None:
         if "steps" in args.given or args.resume:
             p.error("--minutes chooses the step count of a new run: give it or --steps, not both (a resumed run "
@@ -663,8 +678,10 @@ def settings_problem(v: dict) -> str | None:
             return f"{flag} must be {kind}, got {value!r}"
         if action.choices and value not in action.choices:
             return f"{flag} must be one of {', '.join(action.choices)}, got {value!r}"
-    for name, low, high in (("dropout", 0, 1), ("mask_prob", 0, 1), ("short_seq_prob", 0, 1)):
-        if not low <= v[name] < high or (name == "mask_prob" and v[name] == 0):
+    for name, low, high in (("dropout", 0, 1), ("mask_prob", 0, 1), ("short_seq_prob", 0, 1), ("mask_prob_end", 0, 1)):
+        if name == "mask_prob_end" and v.get(name) is None:
+            continue
+        if not low <= v[name] < high or (name.startswith("mask_prob") and v[name] == 0):
             return f"--{name.replace('_', '-')} must be in [{low}, {high}), got {v[name]}"
     if v.get("minutes") is not None and not_positive(v, ["minutes"]):
         return not_positive(v, ["minutes"])
@@ -939,6 +956,9 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                         "BERT's 20 at 0.15 x 128)")
     g.add_argument("--mask-prob", type=float, default=0.25,
                    help="masked_lm_prob (BERT: 0.15); 0.25 transfers better in a short run, see docs/pretraining.md")
+    g.add_argument("--mask-prob-end", type=float,
+                   help="a falling masking rate: linear from --mask-prob at the first step to this at the last "
+                        "(Yang et al. 2023: 0.3 to 0.15); evaluation stays at --mask-prob (default: a constant rate)")
     g.add_argument("--short-seq-prob", type=float, default=0.1, help="share of shorter sequences")
     g.add_argument("--nsp", dest="no_nsp", action="store_false", default=True,
                    help="next sentence prediction too, as BERT: [CLS] A [SEP] B [SEP] pairs, B from another document "

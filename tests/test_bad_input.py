@@ -67,7 +67,7 @@ def files(tmp_path_factory):
 TRAIN_CASES = [  # (flags, exit code, what the line must name)
     (["--steps", "0"], 2, "--steps"), (["--batch-size", "-1"], 2, "--batch-size"), (["--lr", "0"], 2, "--lr"),
     (["--decay", "1.5"], 2, "--decay"), (["--short-len", "0"], 2, "--short-len"),
-    (["--short-context", "-1"], 2, "--short-context"), (["--mask-prob", "0"], 2, "--mask-prob"), (["--dropout", "1"], 2, "--dropout"),
+    (["--short-context", "-1"], 2, "--short-context"), (["--mask-prob-end", "1"], 2, "--mask-prob-end"), (["--mask-prob", "0"], 2, "--mask-prob"), (["--dropout", "1"], 2, "--dropout"),
     (["--workers", "0"], 2, "--workers"), (["--shuffle-buffer", "0"], 2, "--shuffle-buffer"),
     (["--vocab-sample", "0"], 2, "--vocab-sample"), (["--device", "tpu9"], 2, "--device tpu9"),
     (["--precision", "fp16", "--device", "cpu"], 2, "fp16"), (["--hidden", "30", "--heads", "4"], 2, "--hidden"),

@@ -444,8 +444,24 @@ def test_prefetcher_gives_the_same_batches_and_the_consumed_position(corpus, tok
     finally:
         ahead.close()
     broken = data.PretrainingData(corpus, tokenizer, **kw)
-    broken.next_batch = lambda batch_size: 1 / 0
+    broken.next_batch = lambda batch_size, masked_lm_prob=None: 1 / 0
     failing = data.Prefetcher(broken, 8)
     with pytest.raises(ZeroDivisionError):
         failing.next_batch()
     failing.close()
+
+
+def test_prefetcher_masks_each_batch_at_its_scheduled_rate(corpus, tokenizer):
+    kw = dict(max_seq_length=128, max_predictions_per_seq=128, seed=17)
+    rates = [0.4, 0.1, 0.25]
+    direct = data.PretrainingData(corpus, tokenizer, **kw)
+    ahead = data.Prefetcher(data.PretrainingData(corpus, tokenizer, **kw), 8, mask_prob=lambda k: rates[k % 3])
+    try:
+        for k in range(6):
+            want, got = direct.next_batch(8, rates[k % 3]), ahead.next_batch()
+            assert all(torch.equal(want[name], got[name]) for name in want)
+            lengths = got["attention_mask"].sum(1)
+            expected = torch.clamp(torch.round(lengths.double() * rates[k % 3]).long(), min=1)
+            assert torch.equal(got["masked_lm_weights"].sum(1).long(), expected)
+    finally:
+        ahead.close()

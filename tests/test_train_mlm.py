@@ -168,6 +168,30 @@ def test_short_context_steps_read_blocks_and_a_stop_inside_them_resumes_exactly(
     assert [resumed[s] for s in range(1, 9)] == pytest.approx([expected[s] for s in range(1, 9)], abs=1e-6)
 
 
+def test_a_falling_masking_rate_runs_from_first_to_last_step_and_resumes_exactly(run, monkeypatch):
+    s = train_mlm.Settings(mask_prob=0.4, mask_prob_end=0.1, steps=11, grad_accum=2)
+    at_step_5 = train_mlm.masking_schedule(s, 5)  # a resumed run's prefetcher: its batches from step 5 on
+    assert [at_step_5(k) for k in (0, 1, 2, 11)] == pytest.approx([0.25, 0.25, 0.22, 0.1])
+    assert train_mlm.masking_schedule(train_mlm.Settings(mask_prob_end=None), 0) is None
+    assert train_mlm.parse_args(["--mask-prob", "0.15", "--mask-prob-end", "0.3"]).max_predictions == 20
+
+    flags = ["--steps", "8", "--mask-prob", "0.4", "--mask-prob-end", "0.1", "--eval-interval", "4",
+             "--viz-interval", "0", "--save-interval", "100"]
+    code, straight = run(*flags, name="straight")
+    assert code == 0
+    signal_at_batch(monkeypatch, 5, signal.SIGTERM)
+    code, split = run(*flags, name="split")
+    assert code == 143
+    monkeypatch.undo()
+    assert train_mlm.main(["--resume", str(split), "--no-progress"]) == 0
+    expected, resumed = scalars(straight, "Loss/train"), scalars(split, "Loss/train")
+    assert [resumed[s] for s in range(1, 9)] == pytest.approx([expected[s] for s in range(1, 9)], abs=1e-6)
+    code, constant = run(*flags[:4], *flags[6:], name="constant")  # 40% throughout: the same first step
+    assert code == 0
+    assert scalars(constant, "Loss/train")[1] == pytest.approx(expected[1], abs=1e-6)
+    assert scalars(constant, "Loss/train")[8] != pytest.approx(expected[8], abs=1e-3)
+
+
 def test_resume_with_more_steps_a_new_lr_and_weight_decay_uses_them(run):
     code, run_dir = run("--steps", "4", "--warmup", "0.5", "--decay", "1", "--viz-interval", "0", "--save-interval", "4")
     assert code == 0
