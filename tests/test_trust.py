@@ -529,12 +529,12 @@ def test_sigterm_during_a_long_evaluation_stops_at_once(run, monkeypatch, capsys
     calls = {"n": 0}
     next_batch = train_mlm.PretrainingData.next_batch
 
-    def valid_batch_then_signal(self, batch_size):
+    def valid_batch_then_signal(self, batch_size, masked_lm_prob=None):
         if self.seed == 1337 + 1:  # the valid stream (seed + 1)
             calls["n"] += 1
             if calls["n"] == 3:
                 os.kill(os.getpid(), signal.SIGTERM)
-        return next_batch(self, batch_size)
+        return next_batch(self, batch_size, masked_lm_prob)
     monkeypatch.setattr(train_mlm.PretrainingData, "next_batch", valid_batch_then_signal)
     code, run_dir = run("--steps", "4", "--eval-interval", "2", "--eval-batches", "100000", "--viz-interval", "0")
     assert code == 128 + signal.SIGTERM and calls["n"] < 10
