@@ -149,6 +149,16 @@ def test_resuming_a_run_saved_before_decay_existed_keeps_berts_schedule(run):
     assert [lr[s] for s in range(5, 9)] == pytest.approx([1e-3 * (9 - s) / 6 for s in range(5, 9)])
 
 
+def stopped_and_resumed(run, monkeypatch, flags: list[str], batch: int) -> dict:
+    """The run of `flags`, stopped by SIGTERM while it draws its `batch`-th batch and resumed: Loss/train by step."""
+    signal_at_batch(monkeypatch, batch, signal.SIGTERM)
+    code, split = run(*flags, name="split")
+    assert code == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    assert train_mlm.main(["--resume", str(split), "--no-progress"]) == 0
+    return scalars(split, "Loss/train")
+
+
 def test_short_context_steps_read_blocks_and_a_stop_inside_them_resumes_exactly(run, monkeypatch):
     flags = ["--steps", "8", "--short-context", "4", "--short-len", "8", "--eval-interval", "4", "--viz-interval",
              "0", "--save-interval", "100"]
@@ -159,12 +169,8 @@ def test_short_context_steps_read_blocks_and_a_stop_inside_them_resumes_exactly(
     # The same weights and batch at step 1: only the blocks differ, so the losses do.
     assert scalars(straight, "Loss/train")[1] != pytest.approx(scalars(whole, "Loss/train")[1], abs=1e-4)
 
-    signal_at_batch(monkeypatch, 3, signal.SIGINT)  # inside the short-context steps
-    code, split = run(*flags, name="split")
-    assert code == 130
-    monkeypatch.undo()
-    assert train_mlm.main(["--resume", str(split), "--no-progress"]) == 0
-    expected, resumed = scalars(straight, "Loss/train"), scalars(split, "Loss/train")
+    resumed = stopped_and_resumed(run, monkeypatch, flags, 3)  # inside the short-context steps
+    expected = scalars(straight, "Loss/train")
     assert [resumed[s] for s in range(1, 9)] == pytest.approx([expected[s] for s in range(1, 9)], abs=1e-6)
 
 
@@ -179,12 +185,8 @@ def test_a_falling_masking_rate_runs_from_first_to_last_step_and_resumes_exactly
              "--viz-interval", "0", "--save-interval", "100"]
     code, straight = run(*flags, name="straight")
     assert code == 0
-    signal_at_batch(monkeypatch, 5, signal.SIGTERM)
-    code, split = run(*flags, name="split")
-    assert code == 143
-    monkeypatch.undo()
-    assert train_mlm.main(["--resume", str(split), "--no-progress"]) == 0
-    expected, resumed = scalars(straight, "Loss/train"), scalars(split, "Loss/train")
+    resumed = stopped_and_resumed(run, monkeypatch, flags, 5)
+    expected = scalars(straight, "Loss/train")
     assert [resumed[s] for s in range(1, 9)] == pytest.approx([expected[s] for s in range(1, 9)], abs=1e-6)
     code, constant = run(*flags[:4], *flags[6:], name="constant")  # 40% throughout: the same first step
     assert code == 0
