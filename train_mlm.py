@@ -324,8 +324,11 @@ def masking_schedule(s: Settings, step: int):
     linearly from --mask-prob at the first step to --mask-prob-end at the last. None: a constant rate."""
     if s.mask_prob_end is None:
         return None
-    return lambda k: s.mask_prob + (s.mask_prob_end - s.mask_prob) * min(1.0, (step + k // s.grad_accum)
-                                                                         / max(1, s.steps - 1))
+
+    def rate(k: int) -> float:
+        done = min(1.0, (step + k // s.grad_accum) / max(1, s.steps - 1))  # batch k is for step step + k // accum
+        return s.mask_prob + (s.mask_prob_end - s.mask_prob) * done
+    return rate
 
 
 def model_inputs(batch: dict, no_nsp: bool) -> dict:
@@ -678,11 +681,10 @@ def settings_problem(v: dict) -> str | None:
             return f"{flag} must be {kind}, got {value!r}"
         if action.choices and value not in action.choices:
             return f"{flag} must be one of {', '.join(action.choices)}, got {value!r}"
-    for name, low, high in (("dropout", 0, 1), ("mask_prob", 0, 1), ("short_seq_prob", 0, 1), ("mask_prob_end", 0, 1)):
-        if name == "mask_prob_end" and v.get(name) is None:
-            continue
-        if not low <= v[name] < high or (name.startswith("mask_prob") and v[name] == 0):
-            return f"--{name.replace('_', '-')} must be in [{low}, {high}), got {v[name]}"
+    for name in ("dropout", "mask_prob", "short_seq_prob", "mask_prob_end"):  # shares, in [0, 1)
+        value = v.get(name)  # None: --mask-prob-end not given
+        if value is not None and (not 0 <= value < 1 or (name.startswith("mask_prob") and value == 0)):
+            return f"--{name.replace('_', '-')} must be in [0, 1), got {value}"
     if v.get("minutes") is not None and not_positive(v, ["minutes"]):
         return not_positive(v, ["minutes"])
     if v["steps"] is None and v.get("minutes") is None:
