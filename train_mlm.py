@@ -515,8 +515,7 @@ def fit_budget(s: Settings, model, raw_model, optimizer, scaler, autocast, data:
         raise UsageError(f"--minutes {s.minutes:g}: the set-up took {time.perf_counter() - started:.0f}s and a step "
                          f"{step_time:.2f}s, so no step fits; give more minutes")
     values = s.as_dict()
-    values.update(steps=steps, warmup=warmup_steps(s.warmup, steps), short_context=warmup_steps(s.short_context, steps),
-                  timed_step=step_time)
+    values.update(steps=steps, timed_step=step_time, **fractions_as_steps(values, steps))
     if is_main:
         print(f"steps: {steps:,} fit --minutes {s.minutes:g} ({step_time:.3f}s a step over {timed} timed steps, "
               f"{time.perf_counter() - started:.0f}s of set-up, evaluations and export counted)", flush=True)
@@ -724,14 +723,14 @@ def resolve_settings(args: argparse.Namespace, resume: Resume | None, run_dir: s
     if resume and "vocab" not in args.given:  # the vocabulary the run was trained with, from its checkpoint
         values["vocab"] = os.path.join(run_dir, "vocab.txt")
     if values["steps"] is not None:  # else --minutes: fit_budget() resolves both once the step is timed
-        values["warmup"] = warmup_steps(values["warmup"], values["steps"])
-        values["short_context"] = warmup_steps(values["short_context"], values["steps"])
+        values.update(fractions_as_steps(values, values["steps"]))
     return Settings(**values)
 
 
-def warmup_steps(warmup: float, steps: int) -> int:
-    """--warmup (or --short-context) as a number of steps: a fraction of --steps if below 1."""
-    return int(warmup * steps) if warmup < 1 else int(warmup)
+def fractions_as_steps(values: dict, steps: int) -> dict:
+    """--warmup and --short-context as numbers of steps (each a fraction of `steps` if below 1), resolved once, so
+    that more --steps on resume do not stretch them."""
+    return {k: int(values[k] * steps) if values[k] < 1 else int(values[k]) for k in ("warmup", "short_context")}
 
 
 def default_run_name(config: str) -> str:

@@ -176,5 +176,6 @@ def main(argv: list[str]) -> None:
                                      split["test"], len(label_map))
             print(f"{name}  {feature:5s}  test acc  " + curve(fit, train, args.per_class, args.seeds), flush=True)
 
+
 if __name__ == "__main__":
     main(sys.argv[1:])
