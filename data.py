@@ -349,9 +349,9 @@ class Prefetcher:
     """Batches of a PretrainingData made by a background thread, `depth` ahead, so that the training
     step never waits for data (numpy and torch release the GIL for most of their work). state_dict() is
     the position after the last batch handed out, not after the ones made ahead. mask_prob(k), if given, is
-    the masking rate of the k-th batch it makes (0, 1, ...): a schedule."""
+    the masking rate of the k-th batch it makes (0, 1, ...), and batch_size may be such a schedule too."""
 
-    def __init__(self, data: PretrainingData, batch_size: int, depth: int = 2,
+    def __init__(self, data: PretrainingData, batch_size: int | Callable[[int], int], depth: int = 2,
                  mask_prob: Callable[[int], float] | None = None):
         self.data, self.batch_size, self.mask_prob, self._made = data, batch_size, mask_prob, 0
         self._state = data.state_dict()
@@ -364,7 +364,8 @@ class Prefetcher:
         while not self._stop.is_set():
             try:
                 rate = self.mask_prob(self._made) if self.mask_prob else None
-                item = (self.data.next_batch(self.batch_size, rate), self.data.state_dict())
+                size = self.batch_size(self._made) if callable(self.batch_size) else self.batch_size
+                item = (self.data.next_batch(size, rate), self.data.state_dict())
                 self._made += 1
             except BaseException as e:  # handed to the consumer, raised there
                 item = e

@@ -24,13 +24,14 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture
 def run(corpus, tmp_path):
-    """Call train_mlm.main in-process with small settings; returns (exit code, run dir)."""
+    """Call train_mlm.main (or `main`, a script that wraps it) in-process with small settings; returns (exit
+    code, run dir)."""
     cache = corpus.parent / "cache"  # shared by the tests: the vocabulary and token ids are built once
 
-    def go(*extra, name="run"):
+    def go(*extra, name="run", main=train_mlm.main):
         argv = ["--data", str(corpus), "--config", "tiny", "--hidden", "32", "--heads", "2", "--seq-len", "32",
                 "--batch-size", "4", "--vocab-size", "300", "--max-predictions", "5", "--eval-batches", "2",
                 "--cache-dir", str(cache), "--out-dir", str(tmp_path / "runs"), "--run-name", name,
                 "--no-progress", "--log-interval", "1", *extra]
-        return train_mlm.main(argv), tmp_path / "runs" / name
+        return main(argv), tmp_path / "runs" / name
     return go

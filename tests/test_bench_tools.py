@@ -8,6 +8,8 @@ import tarfile
 
 import torch
 
+import data
+import train_mlm
 from data import ClassificationExample, LabelMap, encode_classification
 from model import BertConfig, BertModel
 from tokenization import BertTokenizer
@@ -91,3 +93,23 @@ def test_the_naive_bayes_reference_reads_characters_and_pairs():
     pairs = [("ab", "x"), ("ba", "y")] * 3
     assert linear_probe.naive_bayes(pairs, [("ab", "x"), ("ba", "y")]) == 1.0
     assert linear_probe.char_features("Ab") == ["a", "b", "ab"]
+
+
+def test_the_batch_ramp_trial_grows_the_training_batches_to_the_run_size(run, monkeypatch, capsys):
+    """bench/batch_ramp.py, the fifth round's batch-size ramp: batches of 16 sequences at the first step, rising
+    linearly to --batch-size at --ramp-steps (a step's micro-batches alike), then --batch-size; evaluation
+    keeps --batch-size."""
+    batch_ramp = bench_tool("batch_ramp")
+    size = batch_ramp.ramp(4, 48, grad_accum=2)
+    assert [size(k) for k in range(10)] == [16, 16, 24, 24, 32, 32, 40, 40, 48, 48]
+    drawn: dict[int, list[int]] = {}  # batch sizes drawn, by PretrainingData object (train, valid)
+    next_batch = data.PretrainingData.next_batch
+    monkeypatch.setattr(data.PretrainingData, "next_batch",
+                        lambda self, n, rate=None: drawn.setdefault(id(self), []).append(n) or next_batch(self, n, rate))
+    monkeypatch.setattr(train_mlm, "Prefetcher", train_mlm.Prefetcher)  # batch_ramp.main replaces it: restored after
+    code, _ = run("--steps", "3", "--ramp-steps", "2", "--batch-size", "20", "--eval-interval", "3", main=batch_ramp.main)
+    assert code == 0
+    assert "batch ramp: 16 -> 20 sequences over 2 steps; 54 sequences in 3 steps" in capsys.readouterr().out
+    train, valid = sorted(drawn.values(), key=lambda sizes: sizes[0])
+    assert train[:3] == [16, 18, 20] and set(train[3:]) <= {20}  # the rest: batches made ahead
+    assert set(valid) == {20}

@@ -465,3 +465,17 @@ def test_prefetcher_masks_each_batch_at_its_scheduled_rate(corpus, tokenizer):
             assert torch.equal(got["masked_lm_weights"].sum(1).long(), expected)
     finally:
         ahead.close()
+
+
+def test_prefetcher_makes_each_batch_at_its_scheduled_size(corpus, tokenizer):
+    kw = dict(max_seq_length=64, seed=18)
+    sizes = [3, 8, 5, 1]
+    direct = data.PretrainingData(corpus, tokenizer, **kw)
+    ahead = data.Prefetcher(data.PretrainingData(corpus, tokenizer, **kw), lambda k: sizes[k % 4])
+    try:
+        for k in range(8):
+            want, got = direct.next_batch(sizes[k % 4]), ahead.next_batch()
+            assert got["input_ids"].shape[0] == sizes[k % 4]
+            assert all(torch.equal(want[name], got[name]) for name in want)
+    finally:
+        ahead.close()
