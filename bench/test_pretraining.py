@@ -161,14 +161,22 @@ RECIPES = {"MLM + NSP, dropout 0.1, torch's mask (before)": {"dropout": 0.1, "ns
            "MLM only, dropout 0.1, model.dropout's mask": {"dropout": 0.1, "nsp": False, "torch_mask": False},
            "MLM only, dropout 0 (the default)": {"dropout": 0.0, "nsp": False, "torch_mask": False},
            "MLM only, dropout 0, blocks of 8 (the --short-context steps)":
-               {"dropout": 0.0, "nsp": False, "torch_mask": False, "context": 8}}
+               {"dropout": 0.0, "nsp": False, "torch_mask": False, "context": 8},
+           "MLM only, dropout 0, bf16 autocast (--precision bf16)":
+               {"dropout": 0.0, "nsp": False, "torch_mask": False, "precision": "bf16"},
+           "MLM only, dropout 0, batch 16 (a batch-size ramp's first steps)":
+               {"dropout": 0.0, "nsp": False, "torch_mask": False, "batch": 16}}
 BEFORE = next(iter(RECIPES))
 DEFAULT_SHAPE = {"batch": 48, "seq": 64, "predictions": 16, "vocab": 8192}
 
 
+def recipe_shape(recipe: str) -> dict:
+    return {**DEFAULT_SHAPE, "batch": RECIPES[recipe].get("batch", DEFAULT_SHAPE["batch"])}
+
+
 def recipe_step(recipe: str, device: str):
     """A step of the default pretraining run under `recipe`, as train_mlm.py takes it (fused AdamW)."""
-    r, shape = RECIPES[recipe], DEFAULT_SHAPE
+    r, shape = RECIPES[recipe], recipe_shape(recipe)
     config = BertConfig.from_preset("tiny", vocab_size=shape["vocab"], hidden_dropout_prob=r["dropout"],
                                     attention_probs_dropout_prob=r["dropout"])
     torch.manual_seed(0)
@@ -180,7 +188,7 @@ def recipe_step(recipe: str, device: str):
         batch = {k: v for k, v in batch.items() if k != "next_sentence_labels"}  # as train_mlm.py without --nsp
     if r.get("context"):
         batch["context"] = r["context"]  # the encoder reads blocks (a model argument, passed with the batch)
-    step = train_step(model, optimizer, batch, "fp32", device)
+    step = train_step(model, optimizer, batch, r.get("precision", "fp32"), device)
     if not r["torch_mask"]:
         return step
 
@@ -198,16 +206,21 @@ def recipe_step(recipe: str, device: str):
 def test_default_recipe_step(benchmark, recipe, device):
     """Each round takes a step of the earlier default, then a step of this recipe, so that a shared machine's
     drift (here +-20% within minutes) slows both alike; the speedup is the ratio of their medians. Dropout off
-    draws no random numbers (torch skips the mask at p=0); MLM only drops the NSP loss."""
+    draws no random numbers (torch skips the mask at p=0); MLM only drops the NSP loss. The speedup is per
+    token, so that a recipe with smaller batches is compared at equal work."""
     benchmark.group = "recipe"
+    if RECIPES[recipe].get("precision") == "bf16" and not supports_bf16(device):
+        pytest.skip(f"{device} has no bf16")
     median = alternated(benchmark, {"before": recipe_step(BEFORE, device), "recipe": recipe_step(recipe, device)},
-                        rounds=12, warmup_rounds=2, device=device)
+                        rounds=30, warmup_rounds=2, device=device)
     if median is None:
         return
     seconds = median["recipe"]
-    shape = DEFAULT_SHAPE
+    shape = recipe_shape(recipe)
     config = BertConfig.from_preset("tiny", vocab_size=shape["vocab"])
     flops = pretraining_flops_per_sequence(config, shape["seq"], shape["predictions"]) * shape["batch"]
-    benchmark.extra_info.update(device=device, recipe=recipe, tokens_per_s=shape["batch"] * shape["seq"] / seconds,
-                                mfu=flops / seconds / peak_flops(device, "fp32"),
-                                speedup_vs_before=median["before"] / seconds)
+    tokens_per_s = shape["batch"] * shape["seq"] / seconds
+    before_tokens_per_s = DEFAULT_SHAPE["batch"] * DEFAULT_SHAPE["seq"] / median["before"]
+    benchmark.extra_info.update(device=device, recipe=recipe, tokens_per_s=tokens_per_s,
+                                mfu=flops / seconds / peak_flops(device, RECIPES[recipe].get("precision", "fp32")),
+                                speedup_vs_before=tokens_per_s / before_tokens_per_s)
