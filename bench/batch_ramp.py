@@ -12,6 +12,7 @@ would restart the ramp. The log's tokens/s counts every step as a full batch.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -21,6 +22,12 @@ import data  # noqa: E402
 import train_mlm  # noqa: E402
 
 SMALLEST = 16
+
+
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of steps, 1 or more, not {text!r}")
+    return int(text)
 
 
 def ramp(ramp_steps: int, largest: int, grad_accum: int):
@@ -33,14 +40,15 @@ def ramp(ramp_steps: int, largest: int, grad_accum: int):
 
 
 def main(argv: list[str]) -> int:
-    if "--ramp-steps" not in argv or "--steps" not in argv or {"--resume", "--minutes"} & set(argv):
-        sys.exit("usage: python bench/batch_ramp.py --ramp-steps N --steps M [train_mlm.py flags, "
-                 "not --resume or --minutes]")
-    i = argv.index("--ramp-steps")
-    ramp_steps, argv = int(argv[i + 1]), argv[:i] + argv[i + 2:]
+    p = argparse.ArgumentParser(prog="bench/batch_ramp.py", usage="%(prog)s --ramp-steps N --steps M "
+                                "[train_mlm.py flags, not --resume or --minutes]")
+    p.add_argument("--ramp-steps", type=positive, required=True, help="steps over which batches grow")
+    ours, argv = p.parse_known_args(argv)
     args = train_mlm.parse_args(argv)
-    size = ramp(ramp_steps, args.batch_size, args.grad_accum)
-    print(f"batch ramp: {SMALLEST} -> {args.batch_size} sequences over {ramp_steps} steps; "
+    if "steps" not in args.given or args.resume or args.minutes is not None:
+        p.error("give --steps, and neither --resume nor --minutes: the ramp is laid over a fresh run's steps")
+    size = ramp(ours.ramp_steps, args.batch_size, args.grad_accum)
+    print(f"batch ramp: {SMALLEST} -> {args.batch_size} sequences over {ours.ramp_steps} steps; "
           f"{sum(size(k) for k in range(args.steps * args.grad_accum)):,} sequences in {args.steps} steps")
 
     class RampedPrefetcher(data.Prefetcher):  # the training loop's batches; evaluation keeps --batch-size

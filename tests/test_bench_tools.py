@@ -6,6 +6,7 @@ import json
 import os
 import tarfile
 
+import pytest
 import torch
 
 import data
@@ -100,6 +101,11 @@ def test_the_batch_ramp_trial_grows_the_training_batches_to_the_run_size(run, mo
     linearly to --batch-size at --ramp-steps (a step's micro-batches alike), then --batch-size; evaluation
     keeps --batch-size."""
     batch_ramp = bench_tool("batch_ramp")
+    for argv in (["--steps", "3"], ["--ramp-steps", "0", "--steps", "3"], ["--ramp-steps", "2"],
+                 ["--ramp-steps", "2", "--steps", "3", "--resume", "runs/x"]):
+        with pytest.raises(SystemExit) as usage:  # before anything is read or trained
+            batch_ramp.main(argv)
+        assert usage.value.code == 2
     size = batch_ramp.ramp(4, 48, grad_accum=2)
     assert [size(k) for k in range(10)] == [16, 16, 24, 24, 32, 32, 40, 40, 48, 48]
     drawn: dict[int, list[int]] = {}  # batch sizes drawn, by PretrainingData object (train, valid)
